@@ -1,0 +1,79 @@
+"""Expanding a spec's input globs into the sorted listing that fixes every file's index.
+
+The listing is sorted by location so that ``file_index`` (the high 32 bits of every ``doc_id``) is the
+same on every rerun and on every machine.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import posixpath
+from dataclasses import asdict, dataclass
+
+import pyarrow.fs as pafs
+
+_WILDCARDS = set("*?[")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    index: int
+    location: str  # local absolute path or URI, as written to `source`
+    size: int
+    input: int  # which entry of the spec's `input:` list it came from
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), location
+
+
+def expand(pattern: str) -> list[tuple[str, int]]:
+    """All files matching one path or glob, with their sizes. A missing plain path is an error."""
+    if "://" not in pattern:
+        if not any(c in _WILDCARDS for c in pattern):
+            if os.path.isdir(pattern):
+                pattern = os.path.join(pattern, "**", "*")
+            elif not os.path.exists(pattern):
+                raise FileNotFoundError(f"input path does not exist: {pattern}")
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        return [(os.path.abspath(p), os.path.getsize(p)) for p in matches]
+    fs, path = pafs.FileSystem.from_uri(pattern)
+    scheme = pattern.split("://", 1)[0]
+    if not any(c in _WILDCARDS for c in path):
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            return [(pattern, info.size)]
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"input path does not exist: {pattern}")
+        selector = pafs.FileSelector(path, recursive=True)
+        return sorted((f"{scheme}://{i.path}", i.size) for i in fs.get_file_info(selector) if i.type == pafs.FileType.File)
+    # Object stores have no glob: list from the longest literal prefix, then match.
+    prefix = path[: min(path.index(c) for c in _WILDCARDS if c in path)]
+    base = posixpath.dirname(prefix)
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    out = []
+    for info in fs.get_file_info(selector):
+        if info.type == pafs.FileType.File and fnmatch.fnmatchcase(info.path, path):
+            out.append((f"{scheme}://{info.path}", info.size))
+    return sorted(out)
+
+
+def list_inputs(patterns_per_input: list[list[str]]) -> list[InputFile]:
+    """Expand every input entry's patterns; a file named by two entries is read once (first entry)."""
+    seen: dict[str, tuple[int, int]] = {}
+    for input_index, patterns in enumerate(patterns_per_input):
+        for pattern in patterns:
+            matches = expand(pattern)
+            if not matches:
+                raise FileNotFoundError(f"no files match {pattern}")
+            for location, size in matches:
+                seen.setdefault(location, (size, input_index))
+    ordered = sorted(seen)
+    return [InputFile(i, loc, seen[loc][0], seen[loc][1]) for i, loc in enumerate(ordered)]

@@ -1,0 +1,190 @@
+"""The `gristmill` command.
+
+Exit codes: 0 success; 1 the run failed (the message says why; rerun to resume); 2 the spec or the
+command line is wrong (nothing was started); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines.errors import RunError, SpecError
+from pipelines.manifest import Manifest
+from pipelines.planner import Stage
+from pipelines.rundir import RunDir
+from pipelines.runner import CurateRun, Reporter
+from pipelines.specs import json_schemas, load_spec
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Gristmill: declarative web data → trained language models, on Ray.")
+out = Console()
+err = Console(stderr=True)
+
+EXIT_RUN_FAILED = 1
+EXIT_SPEC_ERROR = 2
+
+
+def _print_spec_error(exc: SpecError) -> None:
+    n = len(exc.issues)
+    err.print(f"[bold red]spec error{'s' if n > 1 else ''}[/]:")
+    for issue in exc.issues:
+        err.print(f"  {issue}", markup=False, highlight=False)
+
+
+def _load(spec: Path, overrides: list[str]):
+    try:
+        return load_spec(str(spec), overrides)
+    except SpecError as exc:
+        _print_spec_error(exc)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="spec file (YAML)"),
+             set_: list[str] = typer.Option([], "--set", help="override a field: path.to.field=value")) -> None:
+    """Check a spec without running it (exit 0 when valid, 2 with the errors)."""
+    loaded = _load(spec, set_)
+    steps = ", ".join(s.label for s in loaded.steps) or "no steps"
+    out.print(f"[green]ok[/] {spec}: kind {loaded.kind}, name {loaded.name}, {len(loaded.inputs)} input(s), {steps}")
+
+
+@app.command()
+def schema(kind: Optional[str] = typer.Option(None, help="only this kind")) -> None:
+    """Print the JSON Schema of every spec kind (for editor completion)."""
+    schemas = json_schemas()
+    if kind:
+        if kind not in schemas:
+            err.print(f"unknown kind {kind!r}; expected one of: {', '.join(schemas)}")
+            raise typer.Exit(EXIT_SPEC_ERROR)
+        schemas = schemas[kind]
+    sys.stdout.write(json.dumps(schemas, indent=2) + "\n")
+
+
+@app.command()
+def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
+        out_dir: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<name>); a path or a URI such as s3://bucket/runs/x"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: spec ray.address, then RAY_ADDRESS, else an embedded local Ray)"),
+        set_: list[str] = typer.Option([], "--set", help="override a field: path.to.field=value (repeatable)"),
+        fresh: bool = typer.Option(False, "--fresh", help="discard an existing run directory and start over")) -> None:
+    """Run a spec. Rerunning into the same run directory resumes it."""
+    loaded = _load(spec, set_)  # every spec error is reported before Ray starts
+    location = out_dir or str(Path("runs") / loaded.name)
+    run_dir = RunDir.open(location)
+    existing = Manifest.load(run_dir) if not fresh else None
+    if existing and (existing.data.get("kind") != loaded.kind):
+        err.print(f"[red]{location} holds a {existing.data.get('kind')} run; use --fresh or another --out[/]")
+        raise typer.Exit(EXIT_SPEC_ERROR)
+    if fresh:
+        run_dir.clear()
+    run_dir.makedirs()
+    run_dir.write_bytes("spec.yaml", yaml.safe_dump(loaded.resolved(), sort_keys=False, allow_unicode=True).encode())
+
+    from pipelines.ray_session import connect
+
+    settings = loaded.model.ray  # type: ignore[attr-defined]
+    session = connect(address, settings.address, settings.num_cpus, settings.object_store_mb, settings.ship_code)
+    reporter = RichReporter()
+    try:
+        with reporter:
+            manifest = CurateRun(loaded, run_dir, reporter, num_cpus=session.num_cpus,
+                                 local=session.started_here).execute()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: rerun the same command to resume")
+        raise typer.Exit(130) from None
+    except (RunError, FileNotFoundError) as exc:
+        err.print(f"[red]run failed[/]: {exc}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_RUN_FAILED) from None
+    finally:
+        session.close()
+    _print_status(manifest, location)
+
+
+@app.command()
+def status(run_dir: str = typer.Argument(..., help="run directory")) -> None:
+    """Show a run's stages with in / kept / rejected counts and state."""
+    manifest = Manifest.load(RunDir.open(run_dir))
+    if manifest is None:
+        err.print(f"[red]{run_dir} is not a run directory (no manifest.json)[/]")
+        raise typer.Exit(EXIT_SPEC_ERROR)
+    _print_status(manifest, run_dir)
+
+
+def _print_status(manifest: Manifest, location: str) -> None:
+    data = manifest.data
+    table = Table(title=f"{data['name']} ({data['kind']}) — {data['status']}", title_justify="left")
+    for col in ("stage", "step", "in", "kept", "rejected", "state"):
+        table.add_column(col, justify="right" if col in ("in", "kept", "rejected") else "left")
+    for record in data["stages"]:
+        counts = record.get("counts")
+        if not counts:
+            table.add_row(record["id"], ", ".join(record["steps"]) or "read", "", "", "", record["status"])
+            continue
+        for step in counts["steps"]:
+            name = "ingest (quarantined)" if step["step"] == "_ingest" else step["step"]
+            table.add_row(record["id"], name, f"{step['in']:,}", f"{step['out']:,}", f"{step['rejected']:,}",
+                          record["status"])
+        if not counts["steps"]:
+            table.add_row(record["id"], "read + write", f"{counts['in']:,}", f"{counts['kept']:,}", "0", record["status"])
+    out.print(table)
+    t = data.get("totals") or {}
+    if t:
+        rejected = sum(t["rejected"].values())
+        mark = "[green]✓[/]" if t["balanced"] else "[red]✗ does not balance[/]"
+        out.print(f"read {t['read']:,} = kept {t['kept']:,} + rejected {rejected:,} + quarantined "
+                  f"{t['quarantined']:,} {mark}")
+    out.print(f"run directory: {location}")
+
+
+class RichReporter(Reporter):
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                                 TimeElapsedColumn(), console=err, transient=True)
+        self.task: Any = None
+        self.total_units = 0
+
+    def __enter__(self) -> "RichReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def note(self, message: str) -> None:
+        err.print(f"[cyan]note[/]: {message}", highlight=False)
+
+    def stage_skipped(self, stage: Stage, why: str) -> None:
+        err.print(f"[dim]skip {stage.id} {stage.describe()}: {why}[/]", highlight=False)
+
+    def stage_started(self, stage: Stage, total_units: int, pending_units: int, pending_bytes: int) -> None:
+        self.total_units = pending_units
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"{stage.id} {stage.describe()}", total=pending_units or None,
+                                           detail="starting")
+
+    def progress(self, units_done: int, rows: int, bytes_done: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=units_done,
+                                 detail=f"{units_done}/{self.total_units} files, {rows:,} rows written")
+
+    def stage_finished(self, stage: Stage, record: dict[str, Any]) -> None:
+        c = record["counts"]
+        err.print(f"[green]done[/] {stage.id} {stage.describe()}: {c['in']:,} in → {c['kept']:,} kept "
+                  f"({record['seconds']:.1f}s)", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Connecting to Ray: an embedded local instance by default, or an existing cluster.
+
+Address precedence: ``--address`` on the command line, then ``ray.address`` in the spec, then the
+``RAY_ADDRESS`` environment variable. With none of them, a local Ray is started for the run and shut
+down after it. On a cluster, the four gristmill packages travel to the workers in the job's
+``runtime_env`` (``py_modules``), so the cluster needs only the third-party dependencies installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+
+@dataclass
+class RaySession:
+    address: str | None
+    started_here: bool
+    num_cpus: float
+
+    def close(self) -> None:
+        if self.started_here and ray.is_initialized():
+            ray.shutdown()
+
+
+def _quiet_ray_data() -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # the CLI draws its own progress from the write summaries
+    ctx.print_on_execution_start = False
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def connect(cli_address: str | None = None, spec_address: str | None = None, num_cpus: int | None = None,
+            object_store_mb: int | None = None, ship_code: bool = True) -> RaySession:
+    address = cli_address or spec_address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():  # an embedding program (or a test session) already connected
+        _quiet_ray_data()
+        return RaySession(address, False, ray.cluster_resources().get("CPU", 1.0))
+    if address:
+        runtime_env = {}
+        if ship_code:
+            import curation
+            import eval as eval_pkg
+            import pipelines
+            import training
+
+            runtime_env["py_modules"] = [pipelines, curation, training, eval_pkg]
+        ray.init(address=address, runtime_env=runtime_env or None, logging_level=logging.WARNING,
+                 log_to_driver=True)
+        started = False
+    else:
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
+                 log_to_driver=True, configure_logging=True)
+        started = True
+    _quiet_ray_data()
+    return RaySession(address, started, ray.cluster_resources().get("CPU", 1.0))

@@ -1,0 +1,295 @@
+"""Spec models (pydantic v2) and validation with errors that point into the YAML file.
+
+Validation runs in two phases so every error keeps its full field path: first the spec's own model
+(``kind``, ``name``, ``ray`` …, with ``input`` and ``steps`` as plain mappings), then each input
+entry against its reader's config and each step against its op's config, looked up in the registries
+by name. All problems are collected and reported together.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curation.ingest.base import InputConfig, registered_readers
+from curation.operator import Op, OpConfig, registered_ops
+from pipelines.errors import SpecError, SpecIssue
+from pipelines.yaml_source import Path, SourceMap, apply_overrides, load_yaml
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class RaySettings(BaseModel):
+    """Where the run executes. No address: an embedded local Ray is started for the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="Ray cluster address (ray://host:10001 or host:6379); "
+                                "overridden by --address, which is overridden by nothing; RAY_ADDRESS is used when neither is set")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local Ray (default: all cores)")
+    object_store_mb: int | None = Field(None, ge=64, description="object store size of the embedded local Ray")
+    ship_code: bool = Field(True, description="when connecting to a cluster, ship the gristmill packages "
+                            "to workers in the job's runtime_env (py_modules)")
+
+
+class OutputSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+
+
+class CurateSpec(BaseModel):
+    """``kind: curate``: read inputs, run curation steps, write kept and rejected documents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["curate"]
+    name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
+    description: str = ""
+    input: list[dict[str, Any]] = Field(min_length=1, description="input sources, each with a `format`")
+    steps: list[dict[str, Any]] = Field(default_factory=list, description="ordered curation steps, "
+                                        "each a one-key mapping `op_name: {config}`")
+    output: OutputSettings = OutputSettings()
+    ray: RaySettings = RaySettings()
+
+
+KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec}
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    op: str
+    label: str  # unique in the spec: the op name, or op_2, op_3 … when an op repeats
+    config: OpConfig
+
+    @property
+    def op_class(self) -> type[Op]:
+        return registered_ops()[self.op]
+
+    def as_yaml(self) -> dict[str, Any]:
+        return {self.op: self.config.model_dump(mode="json")}
+
+
+@dataclass
+class LoadedSpec:
+    file: str
+    base_dir: str
+    model: BaseModel
+    source: SourceMap
+    inputs: list[InputConfig] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind  # type: ignore[attr-defined]
+
+    @property
+    def name(self) -> str:
+        return self.model.name  # type: ignore[attr-defined]
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as it runs: defaults filled, env and --set applied, input paths made absolute."""
+        out = self.model.model_dump(mode="json")
+        if self.inputs:
+            out["input"] = [self._absolute(cfg.model_dump(mode="json")) for cfg in self.inputs]
+        if "steps" in out:
+            out["steps"] = [s.as_yaml() for s in self.steps]
+        return out
+
+    def _absolute(self, entry: dict[str, Any]) -> dict[str, Any]:
+        entry["paths"] = [resolve_path(p, self.base_dir) for p in entry["paths"]]
+        return entry
+
+
+def resolve_path(path: str, base_dir: str) -> str:
+    """Local relative paths are relative to the spec file; URIs and absolute paths are kept."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+def canonical_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def load_spec(file: str, overrides: list[str] | None = None, env: dict[str, str] | None = None) -> LoadedSpec:
+    """Read, substitute, override and validate a spec file. Raises :class:`SpecError`."""
+    try:
+        text = FsPath(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([SpecIssue(file, None, None, "", f"cannot read the spec: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([SpecIssue(file, None, None, "", f"the spec is not UTF-8 text: {exc}")]) from None
+    data, source = load_yaml(text, file, env)
+    if overrides:
+        data = apply_overrides(data, overrides, source)
+    return validate_spec(data, source, base_dir=str(FsPath(file).resolve().parent))
+
+
+def validate_spec(data: Any, source: SourceMap, base_dir: str = ".") -> LoadedSpec:
+    if not isinstance(data, dict):
+        raise SpecError([source.issue((), f"a spec must be a mapping with a `kind`, got {type(data).__name__}")])
+    kind = data.get("kind")
+    if kind is None:
+        raise SpecError([source.issue((), f"missing `kind`; expected one of: {', '.join(KINDS)}")])
+    if kind not in KINDS:
+        close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError([source.issue(("kind",), f"unknown kind {kind!r}{hint}; expected one of: {', '.join(KINDS)}")])
+    model_cls = KINDS[kind]
+    issues: list[SpecIssue] = []
+    model = _validate_model(model_cls, data, (), source, issues)
+    loaded = LoadedSpec(source.file, base_dir, model, source)  # type: ignore[arg-type]
+    if isinstance(data.get("input"), list):
+        loaded.inputs = _validate_inputs(data["input"], source, issues)
+    if isinstance(data.get("steps"), list):
+        loaded.steps = _validate_steps(data["steps"], source, issues)
+    if issues:
+        raise SpecError(issues)
+    return loaded
+
+
+def _validate_inputs(entries: list[Any], source: SourceMap, issues: list[SpecIssue]) -> list[InputConfig]:
+    readers = registered_readers()
+    out = []
+    for i, entry in enumerate(entries):
+        path: Path = ("input", i)
+        if not isinstance(entry, dict):
+            issues.append(source.issue(path, f"expected a mapping with `format` and `paths`, got {_show(entry)}"))
+            continue
+        fmt = entry.get("format")
+        if fmt is None:
+            issues.append(source.issue(path, f"missing `format`; expected one of: {', '.join(readers)}"))
+            continue
+        if fmt not in readers:
+            close = difflib.get_close_matches(str(fmt), list(readers), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            issues.append(source.issue(path + ("format",), f"unknown input format {fmt!r}{hint}; expected one of: {', '.join(readers)}"))
+            continue
+        cfg = _validate_model(readers[fmt].Config, entry, path, source, issues)
+        if cfg is not None:
+            out.append(cfg)
+    return out
+
+
+def _validate_steps(entries: list[Any], source: SourceMap, issues: list[SpecIssue]) -> list[Step]:
+    ops = registered_ops()
+    steps: list[Step] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        path: Path = ("steps", i)
+        if isinstance(entry, str):  # `- normalize` is shorthand for `- normalize: {}`
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            issues.append(source.issue(path, "each step is a one-key mapping `op_name: {config}`, "
+                                             f"got {_show(entry)}"))
+            continue
+        (name, config), = entry.items()
+        if name not in ops:
+            close = difflib.get_close_matches(name, list(ops), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            issues.append(source.issue(path + (name,), f"unknown op {name!r}.{hint} Registered ops: {', '.join(ops)}",
+                                       prefer_key=True))
+            continue
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            issues.append(source.issue(path + (name,), f"the config of {name!r} must be a mapping, got {_show(config)}"))
+            continue
+        model = _validate_model(ops[name].Config, config, path + (name,), source, issues)
+        if model is None:
+            continue
+        seen[name] = seen.get(name, 0) + 1
+        label = name if seen[name] == 1 else f"{name}_{seen[name]}"
+        steps.append(Step(i, name, label, model))
+    return steps
+
+
+def _validate_model(model_cls: type[BaseModel], data: dict[str, Any], prefix: Path, source: SourceMap,
+                    issues: list[SpecIssue]) -> BaseModel | None:
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = prefix + tuple(err["loc"])
+            issues.append(_describe(model_cls, err, prefix, loc, source))
+        return None
+
+
+def _describe(model_cls: type[BaseModel], err: dict[str, Any], prefix: Path, loc: Path, source: SourceMap) -> SpecIssue:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(model_cls, tuple(err["loc"])[:-1])
+        allowed = ", ".join(owner.model_fields) if owner else "?"
+        key = loc[-1]
+        close = difflib.get_close_matches(str(key), list(owner.model_fields), n=1) if owner else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return source.issue(loc, f"unknown key {key!r}{hint}; allowed: {allowed}", prefer_key=True)
+    if kind == "missing":
+        return source.issue(loc, "required field is missing")
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if "input" in err and kind not in ("model_type", "dict_type"):
+        message += f", got {_show(err['input'])}"
+    return source.issue(loc, message)
+
+
+def _model_at(model_cls: type[BaseModel], loc: Path) -> type[BaseModel] | None:
+    current: Any = model_cls
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return None
+        current = _unwrap(current.model_fields[part].annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) in (list, Union, dict) or str(get_origin(annotation)) == "types.UnionType":
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        annotation = models[0] if models else (args[-1] if args else annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            break
+    return annotation
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON Schema for editors
+
+
+def json_schemas() -> dict[str, Any]:
+    """One JSON Schema per kind, with every registered input format and op spelled out."""
+    out = {}
+    for kind, model_cls in KINDS.items():
+        schema = model_cls.model_json_schema()
+        props = schema.get("properties", {})
+        if "input" in props:
+            props["input"]["items"] = {"oneOf": [r.Config.model_json_schema() for r in registered_readers().values()]}
+        if "steps" in props:
+            props["steps"]["items"] = {"oneOf": [
+                {"type": "object", "additionalProperties": False, "required": [name],
+                 "properties": {name: {**op.Config.model_json_schema(), "description": (op.__doc__ or "").strip().split("\n")[0]}}}
+                for name, op in registered_ops().items()
+            ]}
+        out[kind] = schema
+    return out

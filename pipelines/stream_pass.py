@@ -1,0 +1,174 @@
+"""The streaming curation pass: read units (input files) → fused row ops → write, on Ray Data.
+
+Per-unit resume works like this. Every output file a writer task produces holds rows of exactly one
+unit and is named ``part-u<unit>-<random>.parquet``. When a reader task has emitted a unit's last
+row it writes ``_progress/<stage>/read-u<unit>.json`` with the unit's row count. The driver consumes
+the writers' small summaries (never the data) and, once the rows written for a unit equal the rows
+read, commits the unit with ``_progress/<stage>/u<unit>.json``. A rerun skips committed units and
+deletes every ``part-u<unit>-*`` of the others before reading them again, so a killed pass neither
+loses nor duplicates a document.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.ingest.base import get_reader
+from curation.ingest.listing import filesystem_for
+from curation.operator import (REASON, REASON_DETAIL, RECORD, REJECTED_BY, TEXT, UNIT, RowOp, get_op)
+from pipelines.planner import INGEST_LABEL
+from pipelines.row_ops import apply_row_ops, cached_ops
+from pipelines.rundir import RunDir, write_parquet_atomic
+
+SUMMARY_SCHEMA = pa.schema([("unit", pa.int64()), ("target", pa.string()), ("rows", pa.int64()),
+                            ("chars", pa.int64())])
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One input file of a stream stage: a spec input (read by its format's reader, ids assigned)
+    or a Parquet file written by the stage before (ids kept)."""
+
+    unit: int
+    location: str
+    reader: dict[str, Any] | None  # resolved input config; None → Parquet from the previous stage
+    file_index: int
+
+
+@dataclass
+class PassContext:
+    """Everything a worker needs, as plain picklable values."""
+
+    run_location: str
+    stage_id: str
+    output_dir: str
+    compression: str
+    attempt: str = "a0"  # distinguishes this run's files from those of a killed earlier attempt
+    segments: list[dict[str, Any]] = field(default_factory=list)  # [{"key", "actor", "steps": [...]}]
+
+
+def progress_dir(stage_id: str) -> str:
+    return f"_progress/{stage_id}"
+
+
+def unit_prefix(unit: int) -> str:
+    return f"part-u{unit:06d}-"
+
+
+def parse_part_name(name: str) -> tuple[int, str] | None:
+    """``part-u000012-a1b2c3-….parquet`` → (12, "a1b2c3")."""
+    parts = name.split("-")
+    if len(parts) < 4 or parts[0] != "part" or not parts[1].startswith("u"):
+        return None
+    return int(parts[1][1:]), parts[2]
+
+
+# ------------------------------------------------------------------------------------------- readers
+
+
+def read_units(batch: pa.Table, ctx: PassContext) -> Iterator[pa.Table]:
+    run = RunDir.open(ctx.run_location)
+    for row in batch.to_pylist():
+        unit = Unit(**{k: row[k] for k in ("unit", "location", "reader", "file_index")})
+        rows = 0
+        for table in _read_one(unit):
+            rows += table.num_rows
+            yield table
+        run.write_json(f"{progress_dir(ctx.stage_id)}/read-u{unit.unit:06d}.json", {"rows": rows})
+
+
+def _read_one(unit: Unit) -> Iterator[pa.Table]:
+    fs, path = filesystem_for(unit.location)
+    unit_col = lambda n: pa.array([unit.unit] * n, pa.int64())  # noqa: E731
+    if unit.reader is not None:
+        cls = get_reader(unit.reader["format"])
+        reader = cls(cls.Config.model_validate(unit.reader))
+        for table in reader.read_file(path, unit.file_index, fs):
+            # Keep the location as the user wrote it (a URI stays a URI) in `source`.
+            if "://" in unit.location:
+                table = table.set_column(table.schema.get_field_index("source"), "source",
+                                         pa.array([unit.location] * table.num_rows, pa.string()))
+            quarantined = pc.if_else(pc.is_null(table.column(REASON)), pa.scalar(None, pa.string()),
+                                     pa.scalar(INGEST_LABEL, pa.string()))
+            yield table.append_column(REJECTED_BY, quarantined).append_column(UNIT, unit_col(table.num_rows))
+        return
+    parquet = pq.ParquetFile(fs.open_input_file(path))
+    for record_batch in parquet.iter_batches(batch_size=4096):
+        table = pa.Table.from_batches([record_batch])
+        n = table.num_rows
+        nulls = pa.nulls(n, pa.string())
+        for name in (REASON, REASON_DETAIL, REJECTED_BY):
+            table = table.append_column(name, nulls)
+        yield table.append_column(UNIT, unit_col(n))
+
+
+# ---------------------------------------------------------------------------------------------- ops
+
+
+def make_task_segment(segment: dict[str, Any]) -> Callable[[pa.Table], pa.Table]:
+    key, steps = segment["key"], segment["steps"]
+
+    def run_segment(table: pa.Table) -> pa.Table:
+        return apply_row_ops(table, cached_ops(key, steps))
+
+    return run_segment
+
+
+class ActorSegment:
+    """Ops that hold a model: loaded once when the actor starts, then reused for every batch."""
+
+    def __init__(self, steps: list[dict[str, Any]]):
+        from pipelines.row_ops import build_ops
+
+        self.ops: list[RowOp] = build_ops(steps)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return apply_row_ops(table, self.ops)
+
+
+def segment_steps(stage_steps: list[Any]) -> list[dict[str, Any]]:
+    """Group a stage's steps: consecutive task ops share one UDF; each actor op gets its own pool."""
+    segments: list[dict[str, Any]] = []
+    for step in stage_steps:
+        spec = {"op": step.op, "label": step.label, "config": step.config.model_dump(mode="json")}
+        actor = get_op(step.op).resources.actor
+        if segments and not actor and not segments[-1]["actor"]:
+            segments[-1]["steps"].append(spec)
+        else:
+            segments.append({"actor": actor, "steps": [spec]})
+    for i, seg in enumerate(segments):
+        seg["key"] = f"{i}:" + "|".join(f"{s['label']}={s['config']}" for s in seg["steps"])
+    return segments
+
+
+# ------------------------------------------------------------------------------------------- writer
+
+
+def write_outputs(table: pa.Table, ctx: PassContext) -> pa.Table:
+    """Write one batch: kept rows to the stage's output folder, dropped rows to ``rejected/<step>/``,
+    one file per (unit, destination). Returns a small summary table for the driver."""
+    run = RunDir.open(ctx.run_location)
+    summary: dict[str, list] = defaultdict(list)
+    units = table.column(UNIT)
+    for unit in pc.unique(units).to_pylist():
+        unit_rows = table.filter(pc.equal(units, unit))
+        labels = unit_rows.column(REJECTED_BY)
+        for label in pc.unique(labels).to_pylist():
+            mask = pc.is_null(labels) if label is None else pc.equal(labels, label)
+            part = unit_rows.filter(mask)
+            target = ctx.output_dir if label is None else f"rejected/{label}"
+            drop = [UNIT, REJECTED_BY] + ([REASON, REASON_DETAIL, RECORD] if label is None else [])
+            part = part.drop_columns([c for c in drop if c in part.column_names])
+            name = f"{unit_prefix(unit)}{ctx.attempt}-{uuid.uuid4().hex[:12]}.parquet"
+            write_parquet_atomic(run.fs, run.path(target, name), part, ctx.compression)
+            chars = pc.sum(pc.utf8_length(part.column(TEXT))).as_py() if TEXT in part.column_names else 0
+            for k, v in (("unit", unit), ("target", target), ("rows", part.num_rows), ("chars", chars or 0)):
+                summary[k].append(v)
+    return pa.table(summary, schema=SUMMARY_SCHEMA)

@@ -1,0 +1,131 @@
+"""End-to-end: real specs through the `gristmill` command on a real (local) Ray, checked against the
+Parquet the run wrote."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, REPO, run_gristmill
+from tests.helpers import all_ids, kept_ids, manifest, read_dir, rejected_tables, write_jsonl_corpus
+
+pytestmark = pytest.mark.e2e
+
+
+def words_from_shipped_text() -> list[str]:
+    return (DATA / "text" / "tinyshakespeare" / "input.txt").read_text().split()
+
+
+def assert_balanced(run: Path) -> dict:
+    """read = kept + rejected + quarantined, from the manifest and again from the Parquet files."""
+    m = manifest(run)
+    t = m["totals"]
+    assert t["balanced"], t
+    assert t["read"] == t["kept"] + sum(t["rejected"].values()) + t["quarantined"]
+    kept = read_dir(run / "data")
+    n_kept = 0 if kept is None else kept.num_rows
+    rejected = rejected_tables(run)
+    assert n_kept == t["kept"]
+    assert rejected.get("_ingest").num_rows if "_ingest" in rejected else 0 == t["quarantined"]
+    for label, n in t["rejected"].items():
+        assert (rejected[label].num_rows if label in rejected else 0) == n, label
+    ids = all_ids(run)
+    assert len(ids) == len(set(ids)) == t["read"], "every document exactly once"
+    return m
+
+
+def test_curate_text_spec_end_to_end(gristmill, tmp_path):
+    run = tmp_path / "run"
+    proc = gristmill("run", "specs/curate-text.yaml", "--out", str(run))
+    assert "= kept" in proc.stdout
+    m = assert_balanced(run)
+    n_files = len(list((DATA / "text" / "sotu").glob("*.txt"))) + len(list((DATA / "text" / "moby-dick").glob("chapter_*.txt")))
+    assert m["totals"]["read"] == n_files
+    kept = read_dir(run / "data")
+    assert {"doc_id", "text", "source", "length.chars", "length.words", "normalize.changed"} <= set(kept.column_names)
+    assert min(kept.column("length.words").to_pylist()) >= 50
+    # doc_id = file_index << 32 | record, and file_index follows the manifest's sorted listing
+    listing = {f["index"]: f["location"] for f in m["inputs"]}
+    for doc_id, source in zip(kept.column("doc_id").to_pylist()[:20], kept.column("source").to_pylist()[:20]):
+        assert listing[doc_id >> 32] == source and doc_id & 0xFFFFFFFF == 0
+    assert (run / "spec.yaml").exists()
+    # a rerun skips everything and changes nothing
+    again = gristmill("run", "specs/curate-text.yaml", "--out", str(run))
+    assert "skip" in again.stderr
+    assert sorted(kept_ids(run)) == sorted(kept.column("doc_id").to_pylist())
+
+
+def test_bad_input_is_quarantined_with_reasons(gristmill, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    good = [json.dumps({"text": f"document number {i} has a handful of real words in it"}) for i in range(30)]
+    lines = good[:10] + ['{"text": "unterminated', '[1, 2]', '{"body": "no text field"}', '{"text": 42}',
+                         '{"text": "   "}'] + good[10:20]
+    (docs / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (docs / "b.jsonl").write_bytes(b'{"text": "caf\xe9 latin-1 bytes"}\n' + (good[20] + "\n").encode())
+    blob = gzip.compress(("\n".join(good[21:30]) + "\n").encode())
+    (docs / "c.jsonl.gz").write_bytes(blob[: len(blob) // 2])  # truncated gzip member
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("kind: curate\nname: bad\ninput:\n  - format: jsonl\n    paths: [docs/]\n"
+                    "steps:\n  - length_filter: {min_words: 3}\n")
+    run = tmp_path / "run"
+    gristmill("run", str(spec), "--out", str(run))
+    m = assert_balanced(run)
+    quarantined = rejected_tables(run)["_ingest"]
+    reasons = sorted(quarantined.column("reason").to_pylist())
+    assert reasons == sorted(["invalid_json", "not_an_object", "missing_field", "wrong_type", "empty_text",
+                              "invalid_utf8", "unreadable_file"])
+    row = {r["reason"]: r for r in quarantined.to_pylist()}
+    assert row["invalid_json"]["record"] == 10 and row["invalid_json"]["source"].endswith("a.jsonl")
+    assert row["unreadable_file"]["source"].endswith("c.jsonl.gz")
+    assert m["totals"]["kept"] >= 21
+
+
+def test_global_op_is_a_stage_boundary_and_ids_survive(gristmill, tmp_path):
+    write_jsonl_corpus(tmp_path / "docs", files=3, docs_per_file=200, words=words_from_shipped_text())
+    spec = tmp_path / "s.yaml"
+    spec.write_text("kind: curate\nname: boundary\ninput:\n  - {format: jsonl, paths: [docs/*.jsonl]}\n"
+                    "steps:\n  - normalize: {}\n  - shuffle: {seed: 1}\n  - length_filter: {min_words: 40}\n")
+    run = tmp_path / "run"
+    gristmill("run", str(spec), "--out", str(run))
+    m = assert_balanced(run)
+    assert [s["id"] for s in m["stages"]] == ["01-stream", "02-shuffle", "03-stream"]
+    assert m["stages"][0]["output_dir"] == "stages/01-stream" and m["stages"][2]["output_dir"] == "data"
+    assert m["totals"]["read"] == 600
+    assert sorted(all_ids(run)) == sorted((f << 32) | r for f in range(3) for r in range(200))
+    status = gristmill("status", str(run))
+    assert "length_filter" in status.stdout and "600" in status.stdout
+
+    # Changing the last step's config re-runs only that stage, and says so.
+    proc = gristmill("run", str(spec), "--out", str(run), "--set", "steps[2].length_filter.min_words=80")
+    assert "stage 03-stream changed" in proc.stderr
+    assert "skip 01-stream" in proc.stderr and "skip 02-shuffle" in proc.stderr
+    m2 = assert_balanced(run)
+    assert m2["totals"]["rejected"]["length_filter"] > m["totals"]["rejected"]["length_filter"]
+
+    # Appending a step keeps finished stages; the old final output moves out of data/.
+    spec.write_text(spec.read_text().replace("min_words: 40}", "min_words: 40}\n  - shuffle: {seed: 2}"))
+    gristmill("run", str(spec), "--out", str(run))
+    m3 = assert_balanced(run)
+    assert [s["id"] for s in m3["stages"]][-1] == "04-shuffle"
+    assert m3["totals"]["kept"] == m["totals"]["kept"]
+
+
+def test_validate_schema_status_exit_codes(tmp_path):
+    ok = run_gristmill("validate", "specs/curate-text.yaml")
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: curate\nname: x\ninput: []\n")
+    proc = run_gristmill("validate", str(bad), check=False)
+    assert proc.returncode == 2
+    assert f"{bad}:3:8 input: List should have at least 1 item after validation" in proc.stderr
+    proc = run_gristmill("run", str(bad), "--out", str(tmp_path / "r"), check=False)
+    assert proc.returncode == 2 and not (tmp_path / "r").exists(), "spec errors stop the run before anything starts"
+    schema = json.loads(run_gristmill("schema").stdout)
+    assert "curate" in schema
+    missing = run_gristmill("status", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 2
