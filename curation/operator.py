@@ -114,6 +114,14 @@ class GlobalContext:
     num_cpus: float
 
 
+def set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """Replace column ``name`` or append it: an op used twice in one spec must not add a column twice."""
+    index = table.schema.get_field_index(name)
+    if index < 0:
+        return table.append_column(name, values)
+    return table.set_column(index, name, values)
+
+
 _OPS: dict[str, type[Op]] = {}
 
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -146,39 +147,39 @@ def _print_status(manifest: Manifest, location: str) -> None:
 
 class RichReporter(Reporter):
     def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                                  TimeElapsedColumn(), console=err, transient=True)
         self.task: Any = None
         self.total_units = 0
 
     def __enter__(self) -> "RichReporter":
-        self.progress.start()
+        self.bar.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        self.bar.stop()
 
     def note(self, message: str) -> None:
-        err.print(f"[cyan]note[/]: {message}", highlight=False)
+        err.print(f"[cyan]note[/]: {escape(message)}", highlight=False)
 
     def stage_skipped(self, stage: Stage, why: str) -> None:
-        err.print(f"[dim]skip {stage.id} {stage.describe()}: {why}[/]", highlight=False)
+        err.print(f"[dim]skip {stage.id} {escape(stage.describe())}: {why}[/]", highlight=False)
 
     def stage_started(self, stage: Stage, total_units: int, pending_units: int, pending_bytes: int) -> None:
         self.total_units = pending_units
         if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"{stage.id} {stage.describe()}", total=pending_units or None,
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(escape(f"{stage.id} {stage.describe()}"), total=pending_units or None,
                                            detail="starting")
 
     def progress(self, units_done: int, rows: int, bytes_done: int) -> None:
         if self.task is not None:
-            self.progress.update(self.task, completed=units_done,
+            self.bar.update(self.task, completed=units_done,
                                  detail=f"{units_done}/{self.total_units} files, {rows:,} rows written")
 
     def stage_finished(self, stage: Stage, record: dict[str, Any]) -> None:
         c = record["counts"]
-        err.print(f"[green]done[/] {stage.id} {stage.describe()}: {c['in']:,} in → {c['kept']:,} kept "
+        err.print(f"[green]done[/] {stage.id} {escape(stage.describe())}: {c['in']:,} in → {c['kept']:,} kept "
                   f"({record['seconds']:.1f}s)", highlight=False)
 
 

@@ -26,12 +26,36 @@ class RaySession:
             ray.shutdown()
 
 
+class _DropNoise(logging.Filter):
+    """Ray logs two start-up warnings that say nothing actionable to a gristmill user."""
+
+    NOISE = ("Progress bars disabled", "Token authentication is enabled", "Generated new authentication token")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in self.NOISE)
+
+
+def _install_noise_filter() -> None:
+    for name in ("ray", "ray.data"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+        for handler in logger.handlers:
+            if not any(isinstance(f, _DropNoise) for f in handler.filters):
+                handler.addFilter(_DropNoise())
+
+
 def _quiet_ray_data() -> None:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own progress from the write summaries
     ctx.print_on_execution_start = False
+    # Ray Data warns once per process that its bars are off; we turned them off on purpose.
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")
     for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -39,6 +63,7 @@ def _quiet_ray_data() -> None:
 def connect(cli_address: str | None = None, spec_address: str | None = None, num_cpus: int | None = None,
             object_store_mb: int | None = None, ship_code: bool = True) -> RaySession:
     address = cli_address or spec_address or os.environ.get("RAY_ADDRESS") or None
+    _install_noise_filter()
     if ray.is_initialized():  # an embedding program (or a test session) already connected
         _quiet_ray_data()
         return RaySession(address, False, ray.cluster_resources().get("CPU", 1.0))
@@ -60,5 +85,6 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
                  object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
                  log_to_driver=True, configure_logging=True)
         started = True
+    _install_noise_filter()
     _quiet_ray_data()
     return RaySession(address, started, ray.cluster_resources().get("CPU", 1.0))

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.operator import REASON, REASON_DETAIL, REJECTED_BY, RowOp, get_op
+from curation.operator import REASON, REASON_DETAIL, REJECTED_BY, RowOp, get_op, set_column
 
 # Ops set up in this worker process, keyed by their spec; Ray reuses worker processes across tasks,
 # so a task-based op compiles its patterns once per process rather than once per batch.
@@ -69,15 +69,8 @@ def _apply_one(op: RowOp, batch: pa.Table) -> tuple[pa.Table, pa.Table | None]:
     if reasons is None or reasons.null_count:
         fallback = pa.array([op.step_label] * n, pa.string())
         reasons = fallback if reasons is None else pc.coalesce(reasons, fallback)
-    rejected = _set(rejected, REJECTED_BY, pa.array([op.step_label] * n, pa.string()))
-    rejected = _set(rejected, REASON, reasons.cast(pa.string()))
+    rejected = set_column(rejected, REJECTED_BY, pa.array([op.step_label] * n, pa.string()))
+    rejected = set_column(rejected, REASON, reasons.cast(pa.string()))
     if decision.detail is not None:
-        rejected = _set(rejected, REASON_DETAIL, decision.detail.filter(drop).cast(pa.string()))
+        rejected = set_column(rejected, REASON_DETAIL, decision.detail.filter(drop).cast(pa.string()))
     return out.filter(keep), rejected
-
-
-def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    index = table.schema.get_field_index(name)
-    if index < 0:
-        return table.append_column(name, values)
-    return table.set_column(index, name, values)

@@ -18,6 +18,7 @@ import yaml
 from pipelines.errors import SpecError, SpecIssue
 
 Path = tuple[Any, ...]  # field path: str keys and int list indices
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
 _ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -94,6 +95,11 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.source.values[path] = _mark(node)
+        if node.tag not in _PLAIN_TAGS:
+            m = _mark(node)
+            self.issues.append(SpecIssue(self.source.file, m.line, m.column, format_path(path),
+                                         f"unsupported YAML tag {node.tag!r}: specs hold plain data only"))
+            return None
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:

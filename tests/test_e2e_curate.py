@@ -111,7 +111,7 @@ def test_global_op_is_a_stage_boundary_and_ids_survive(gristmill, tmp_path):
     spec.write_text(spec.read_text().replace("min_words: 40}", "min_words: 40}\n  - shuffle: {seed: 2}"))
     gristmill("run", str(spec), "--out", str(run))
     m3 = assert_balanced(run)
-    assert [s["id"] for s in m3["stages"]][-1] == "04-shuffle"
+    assert [s["id"] for s in m3["stages"]][-1] == "04-shuffle_2"
     assert m3["totals"]["kept"] == m["totals"]["kept"]
 
 

@@ -54,7 +54,7 @@ def test_repeated_op_gets_distinct_labels(tmp_path):
 def test_value_out_of_range_names_line_and_path(tmp_path):
     path = write(tmp_path, GOOD.replace("{min_words: 3}", "{min_words: -3}"))
     assert errors_of(path) == [
-        f"{path}:8:34 steps[1].length_filter.min_words: Input should be greater than or equal to 0, got -3"]
+        f"{path}:8:32 steps[1].length_filter.min_words: Input should be greater than or equal to 0, got -3"]
 
 
 def test_unknown_key_lists_allowed_keys(tmp_path):
@@ -66,7 +66,7 @@ def test_unknown_key_lists_allowed_keys(tmp_path):
 def test_unknown_key_inside_op_config_suggests_closest(tmp_path):
     path = write(tmp_path, GOOD.replace("{min_words: 3}", "{min_word: 3}"))
     (msg,) = errors_of(path)
-    assert msg.startswith(f"{path}:8:20 steps[1].length_filter.min_word: unknown key 'min_word' "
+    assert msg.startswith(f"{path}:8:21 steps[1].length_filter.min_word: unknown key 'min_word' "
                           "(did you mean 'min_words'?); allowed: ")
     assert "max_chars" in msg
 
@@ -89,7 +89,7 @@ def test_missing_required_field_and_several_errors_at_once(tmp_path):
     path = write(tmp_path, GOOD.replace("name: tiny\n", "").replace("{min_words: 3}", "{min_words: many}"))
     msgs = errors_of(path)
     assert f"{path}:1:1 name: required field is missing" in msgs
-    assert any(m.startswith(f"{path}:7:34 steps[1].length_filter.min_words: Input should be a valid integer") for m in msgs)
+    assert any(m.startswith(f"{path}:7:32 steps[1].length_filter.min_words: Input should be a valid integer") for m in msgs)
 
 
 def test_wrong_type_for_list(tmp_path):

@@ -115,6 +115,9 @@ _READERS: dict[str, type[InputReader]] = {}
 
 
 def register_reader(cls: type[InputReader]) -> type[InputReader]:
+    existing = _READERS.get(cls.format)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"input format {cls.format!r} is registered twice ({existing.__qualname__}, {cls.__qualname__})")
     _READERS[cls.format] = cls
     return cls
 
