@@ -151,6 +151,7 @@ class CurateRun:
 
     def _new_record(self, stage: Stage) -> dict[str, Any]:
         return {"id": stage.id, "kind": stage.kind, "steps": [s.label for s in stage.steps],
+                "step_hashes": {s.label: canonical_hash(s.as_yaml()) for s in stage.steps},
                 "hash": stage.hash, "status": "running", "output_dir": stage.output_dir,
                 "rejected": stage.rejected_labels, "started": now(), "seconds": 0.0}
 
@@ -389,4 +390,10 @@ def _changed_steps(record: dict[str, Any], stage: Stage | None) -> str:
         return "its steps were removed or regrouped"
     if record.get("steps") != [s.label for s in stage.steps]:
         return f"steps {record.get('steps')} → {[s.label for s in stage.steps]}"
-    return "a step's config, the inputs, or an earlier stage changed"
+    old = record.get("step_hashes", {})
+    changed = [s.label for s in stage.steps if old.get(s.label) != canonical_hash(s.as_yaml())]
+    if changed:
+        return "config of " + ", ".join(f"'{label}'" for label in changed) + " changed"
+    if stage.reads_inputs:
+        return "the input files or input settings changed"
+    return "an earlier stage changed"

@@ -102,7 +102,7 @@ def test_global_op_is_a_stage_boundary_and_ids_survive(gristmill, tmp_path):
 
     # Changing the last step's config re-runs only that stage, and says so.
     proc = gristmill("run", str(spec), "--out", str(run), "--set", "steps[2].length_filter.min_words=80")
-    assert "stage 03-stream changed" in proc.stderr
+    assert "stage 03-stream changed (config of 'length_filter' changed)" in proc.stderr
     assert "skip 01-stream" in proc.stderr and "skip 02-shuffle" in proc.stderr
     m2 = assert_balanced(run)
     assert m2["totals"]["rejected"]["length_filter"] > m["totals"]["rejected"]["length_filter"]
