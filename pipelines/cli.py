@@ -92,7 +92,13 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     from pipelines.ray_session import connect
 
     settings = loaded.model.ray  # type: ignore[attr-defined]
-    session = connect(address, settings.address, settings.num_cpus, settings.object_store_mb, settings.ship_code)
+    try:
+        session = connect(address, settings.address, settings.num_cpus, settings.object_store_mb, settings.ship_code)
+    except ConnectionError as exc:
+        err.print(f"[red]cannot reach Ray[/]: {escape(str(exc))}. Check the address; if the cluster uses token "
+                  "authentication (the default for clusters started by `ray start` on Ray ≥ 2.59), set "
+                  "RAY_AUTH_MODE=token and make its token available (RAY_AUTH_TOKEN or ~/.ray/auth_token).")
+        raise typer.Exit(EXIT_RUN_FAILED) from None
     reporter = RichReporter()
     try:
         with reporter:

@@ -34,12 +34,15 @@ def ray_address(ray_session) -> str:
 
 
 def run_gristmill(*args: str, address: str | None = None, timeout: float = 300, check: bool = True,
-                  cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `gristmill` command as a user would; connect to the test session's Ray."""
+                  cwd: Path | None = None, ship_code: bool = False) -> subprocess.CompletedProcess:
+    """Run the installed `gristmill` command as a user would; connect to the test session's Ray.
+    The packages are installed in this environment, so shipping them with each job (what a user on
+    a cluster gets by default) is only exercised where a test asks for it."""
     cmd = [GRISTMILL, *args]
     if address and args and args[0] == "run":
-        # The packages are installed in this environment, so shipping them per job is unnecessary.
-        cmd += ["--address", address, "--set", "ray.ship_code=false"]
+        cmd += ["--address", address]
+        if not ship_code:
+            cmd += ["--set", "ray.ship_code=false"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env)
     if check and proc.returncode != 0:

@@ -40,7 +40,8 @@ def assert_balanced(run: Path) -> dict:
 
 def test_curate_text_spec_end_to_end(gristmill, tmp_path):
     run = tmp_path / "run"
-    proc = gristmill("run", "specs/curate-text.yaml", "--out", str(run))
+    # as on a cluster: the gristmill packages travel to the workers in the job's runtime_env
+    proc = gristmill("run", "specs/curate-text.yaml", "--out", str(run), ship_code=True)
     assert "= kept" in proc.stdout
     m = assert_balanced(run)
     n_files = len(list((DATA / "text" / "sotu").glob("*.txt"))) + len(list((DATA / "text" / "moby-dick").glob("chapter_*.txt")))
@@ -69,8 +70,17 @@ def test_bad_input_is_quarantined_with_reasons(gristmill, tmp_path):
     (docs / "b.jsonl").write_bytes(b'{"text": "caf\xe9 latin-1 bytes"}\n' + (good[20] + "\n").encode())
     blob = gzip.compress(("\n".join(good[21:30]) + "\n").encode())
     (docs / "c.jsonl.gz").write_bytes(blob[: len(blob) // 2])  # truncated gzip member
+    (docs / "d.jsonl").write_bytes(b"")  # an empty file: no documents, no rows, still committed
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["no text column here"]}), tables / "e.parquet")
+    pq.write_table(pa.table({"text": ["a parquet document with enough words", None]}), tables / "f.parquet")
     spec = tmp_path / "bad.yaml"
     spec.write_text("kind: curate\nname: bad\ninput:\n  - format: jsonl\n    paths: [docs/]\n"
+                    "  - {format: parquet, paths: [tables/*.parquet]}\n"
                     "steps:\n  - length_filter: {min_words: 3}\n")
     run = tmp_path / "run"
     gristmill("run", str(spec), "--out", str(run))
@@ -78,11 +88,12 @@ def test_bad_input_is_quarantined_with_reasons(gristmill, tmp_path):
     quarantined = rejected_tables(run)["_ingest"]
     reasons = sorted(quarantined.column("reason").to_pylist())
     assert reasons == sorted(["invalid_json", "not_an_object", "missing_field", "wrong_type", "empty_text",
-                              "invalid_utf8", "unreadable_file"])
+                              "invalid_utf8", "unreadable_file", "missing_column", "missing_field"])
     row = {r["reason"]: r for r in quarantined.to_pylist()}
     assert row["invalid_json"]["record"] == 10 and row["invalid_json"]["source"].endswith("a.jsonl")
     assert row["unreadable_file"]["source"].endswith("c.jsonl.gz")
-    assert m["totals"]["kept"] >= 21
+    assert m["totals"]["kept"] >= 22
+    assert len(m["inputs"]) == 6
 
 
 def test_global_op_is_a_stage_boundary_and_ids_survive(gristmill, tmp_path):
