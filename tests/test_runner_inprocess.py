@@ -1,0 +1,34 @@
+"""The runner driven in-process (as an embedding program would), on the session's local Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from curation.normalize import Normalize
+from curation.operator import Resources
+from pipelines.rundir import RunDir
+from pipelines.runner import CurateRun, Reporter
+from pipelines.specs import validate_spec
+from pipelines.yaml_source import SourceMap
+from tests.conftest import DATA
+from tests.helpers import all_ids, manifest, write_jsonl_corpus
+
+
+def make_spec(paths):
+    return validate_spec({"kind": "curate", "name": "inproc", "input": [{"format": "jsonl", "paths": paths}],
+                          "steps": [{"normalize": {}}, {"length_filter": {"min_words": 20}}]}, SourceMap("<test>"))
+
+
+def test_actor_pool_ops_do_not_starve_readers_on_two_cpus(ray_session, tmp_path, monkeypatch):
+    """An op that declares `actor: true` (one model load per worker) runs in an actor pool; on a
+    2-CPU local Ray the pool must leave room for read and write tasks, or the pass hangs."""
+    monkeypatch.setattr(Normalize, "resources", Resources(num_cpus=1, actor=True))
+    words = (DATA / "text" / "tinyshakespeare" / "input.txt").read_text().split()
+    write_jsonl_corpus(tmp_path / "docs", files=6, docs_per_file=300, words=words)
+    spec = make_spec([str(tmp_path / "docs" / "*.jsonl")])
+    run = tmp_path / "run"
+    result = CurateRun(spec, RunDir.open(str(run)), Reporter(), num_cpus=2, local=True).execute()
+    totals = result.data["totals"]
+    assert totals["balanced"] and totals["read"] == 1800
+    assert len(set(all_ids(run))) == 1800
+    assert manifest(run)["stages"][0]["counts"]["rejected"]["length_filter"] > 0
