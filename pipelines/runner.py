@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from curation.ingest.base import get_reader
 from curation.ingest.listing import InputFile, list_inputs
 from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, get_op
 from pipelines.errors import RunError
@@ -50,7 +51,7 @@ class CurateRun:
 
     def execute(self) -> Manifest:
         resolved = self.spec.resolved()
-        listing = list_inputs([cfg["paths"] for cfg in resolved["input"]])
+        listing = list_inputs(self._input_patterns(resolved))
         stages = plan_stages(self.spec, listing)
         manifest = Manifest.load(self.run) or Manifest.new(self.spec.name, self.spec.kind)
         manifest.data.update(spec_hash=canonical_hash(resolved), status="running",
@@ -81,6 +82,24 @@ class CurateRun:
         manifest.data["status"] = "done"
         manifest.save(self.run)
         return manifest
+
+    def _input_patterns(self, resolved: dict[str, Any]) -> list[list[str]]:
+        """Each input's file patterns; inputs that make their files first (a crawl) do so now."""
+        patterns = []
+        for i, (cfg, entry) in enumerate(zip(self.spec.inputs, resolved["input"])):
+            reader = get_reader(cfg.format)(cfg)
+            prepare = getattr(reader, "prepare", None)
+            if prepare is None:
+                patterns.append(entry["paths"])
+                continue
+            self.reporter.note(f"input[{i}] ({cfg.format}): preparing input files")
+            started = time.time()
+            files = prepare(self.run.path("inputs", f"{i:02d}-{cfg.format}"))
+            self.reporter.note(f"input[{i}] ({cfg.format}): {len(files)} file(s) ready in {time.time() - started:.1f}s")
+            if not files:
+                raise RunError(f"input[{i}] ({cfg.format}) produced no files to read")
+            patterns.append(files)
+        return patterns
 
     def _drop_stale_stages(self, manifest: Manifest, stages: list[Stage]) -> None:
         """A stage whose hash changed is re-run from scratch, and so is every stage after it."""

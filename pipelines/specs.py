@@ -99,13 +99,18 @@ class LoadedSpec:
         """The spec as it runs: defaults filled, env and --set applied, input paths made absolute."""
         out = self.model.model_dump(mode="json")
         if self.inputs:
-            out["input"] = [self._absolute(cfg.model_dump(mode="json")) for cfg in self.inputs]
+            out["input"] = [self._absolute(cfg, cfg.model_dump(mode="json")) for cfg in self.inputs]
         if "steps" in out:
             out["steps"] = [s.as_yaml() for s in self.steps]
         return out
 
-    def _absolute(self, entry: dict[str, Any]) -> dict[str, Any]:
-        entry["paths"] = [resolve_path(p, self.base_dir) for p in entry["paths"]]
+    def _absolute(self, cfg: InputConfig, entry: dict[str, Any]) -> dict[str, Any]:
+        for name in type(cfg).path_fields:
+            value = entry.get(name)
+            if isinstance(value, str):
+                entry[name] = resolve_path(value, self.base_dir)
+            elif isinstance(value, list):
+                entry[name] = [resolve_path(p, self.base_dir) for p in value]
         return entry
 
 

@@ -26,6 +26,8 @@ BATCH_BYTES = 16 << 20
 
 class InputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Fields holding local paths that are resolved relative to the spec file (str or list of str).
+    path_fields: ClassVar[tuple[str, ...]] = ("paths",)
 
     format: str
     paths: list[str] = Field(min_length=1, description="files or glob patterns; local paths are "
@@ -38,6 +40,10 @@ class InputReader:
 
     def __init__(self, config: InputConfig):
         self.config = config
+
+    # A reader whose files do not exist yet (a crawl) defines `prepare(work_dir) -> list[str]`:
+    # the runner calls it on the driver (Ray is up) before listing inputs, with a folder inside the
+    # run directory, and reads the returned files with this reader's `read_file`.
 
     def read_file(self, path: str, file_index: int, filesystem: Any) -> Iterator[pa.Table]:
         """Yield batches for one file (see :class:`BatchBuilder`). ``filesystem`` is a
@@ -59,10 +65,16 @@ class BatchBuilder:
     string columns the reader declares up front (``url`` for example).
     """
 
-    def __init__(self, source: str, file_index: int, extra_columns: tuple[str, ...] = ()):
+    def __init__(self, source: str, file_index: int,
+                 extra_columns: tuple[str, ...] | dict[str, pa.DataType] = ()):
         self.source = source
         self.file_index = file_index
-        self.extra_columns = extra_columns
+        # Extra columns are strings unless typed explicitly ({"content": pa.binary(), "http_status": pa.int32()}).
+        if isinstance(extra_columns, dict):
+            self.extra_types = dict(extra_columns)
+        else:
+            self.extra_types = {name: pa.string() for name in extra_columns}
+        self.extra_columns = tuple(self.extra_types)
         self._reset()
 
     def _reset(self) -> None:
@@ -73,9 +85,14 @@ class BatchBuilder:
         self.extras: dict[str, list[Any]] = {c: [] for c in self.extra_columns}
         self.nbytes = 0
 
-    def add(self, record: int, text: str, **extra: Any) -> None:
+    def add(self, record: int, text: str | None, **extra: Any) -> None:
+        """A good record. ``text`` may be None for formats whose document is still raw bytes in an
+        extra column (HTML from WARC, extracted later by the `extract` op)."""
         self._append(record, text, None, None, extra)
-        self.nbytes += len(text)
+        self.nbytes += len(text) if text else 0
+        for value in extra.values():
+            if isinstance(value, (bytes, str)):
+                self.nbytes += len(value)
 
     def quarantine(self, record: int, reason: str, detail: str | None = None, **extra: Any) -> None:
         self._append(record, None, reason, detail, extra)
@@ -94,6 +111,12 @@ class BatchBuilder:
     def __len__(self) -> int:
         return len(self.records)
 
+    def schema(self) -> pa.Schema:
+        """The exact schema of every batch this builder yields."""
+        fields = [(DOC_ID, pa.int64()), (TEXT, pa.string()), (SOURCE, pa.string()), (RECORD, pa.int64()),
+                  (REASON, pa.string()), (REASON_DETAIL, pa.string())]
+        return pa.schema(fields + list(self.extra_types.items()))
+
     def flush(self) -> pa.Table:
         base = self.file_index << 32
         columns = {
@@ -104,8 +127,8 @@ class BatchBuilder:
             REASON: pa.array(self.reasons, pa.string()),
             REASON_DETAIL: pa.array(self.details, pa.string()),
         }
-        for c in self.extra_columns:
-            columns[c] = pa.array(self.extras[c], pa.string())
+        for c, kind in self.extra_types.items():
+            columns[c] = pa.array(self.extras[c], kind)
         table = pa.table(columns)
         self._reset()
         return table
