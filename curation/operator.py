@@ -86,6 +86,10 @@ class Op:
     def setup(self) -> None:
         """Load models or compile patterns; called once per worker before the first batch."""
 
+    def teardown(self) -> None:
+        """Release what setup() acquired (child processes, files). Ops must also survive never being
+        torn down: a Ray worker can die without notice."""
+
 
 class RowOp(Op):
     kind: ClassVar[str] = "row"
@@ -159,5 +163,5 @@ def get_op(name: str) -> type[Op]:
 def load_builtin_ops() -> None:
     """Import the modules whose classes register themselves. Kept explicit (no entry-point scanning)
     so a spec can never cause an arbitrary import."""
-    from curation import length_filter, normalize, shuffle  # noqa: F401
+    from curation import extract, length_filter, normalize, shuffle  # noqa: F401
     from curation.ingest import files  # noqa: F401
