@@ -164,4 +164,5 @@ def load_builtin_ops() -> None:
     """Import the modules whose classes register themselves. Kept explicit (no entry-point scanning)
     so a spec can never cause an arbitrary import."""
     from curation import extract, length_filter, normalize, shuffle  # noqa: F401
-    from curation.ingest import files  # noqa: F401
+    from curation.crawl import reader  # noqa: F401
+    from curation.ingest import files, warc  # noqa: F401

@@ -34,7 +34,8 @@ def ray_address(ray_session) -> str:
 
 
 def run_gristmill(*args: str, address: str | None = None, timeout: float = 300, check: bool = True,
-                  cwd: Path | None = None, ship_code: bool = False) -> subprocess.CompletedProcess:
+                  cwd: Path | None = None, ship_code: bool = False,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `gristmill` command as a user would; connect to the test session's Ray.
     The packages are installed in this environment, so shipping them with each job (what a user on
     a cluster gets by default) is only exercised where a test asks for it."""
@@ -43,7 +44,7 @@ def run_gristmill(*args: str, address: str | None = None, timeout: float = 300, 
         cmd += ["--address", address]
         if not ship_code:
             cmd += ["--set", "ray.ship_code=false"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"gristmill {' '.join(args)} exited {proc.returncode}\n"
@@ -57,3 +58,15 @@ def gristmill(ray_address):
         return run_gristmill(*args, address=ray_address, **kwargs)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def demo_site(tmp_path_factory):
+    """The bundled demo website, built once and served on 127.0.0.1 for the session."""
+    from curation.crawl.demo_site import build, serve
+
+    folder = tmp_path_factory.mktemp("demo-site")
+    manifest = build(folder)
+    server, base_url = serve(folder)
+    yield base_url, manifest
+    server.shutdown()

@@ -82,7 +82,7 @@ def test_misspelled_op_lists_registered_ops_and_closest(tmp_path):
 def test_unknown_input_format(tmp_path):
     path = write(tmp_path, GOOD.replace("format: jsonl", "format: jsnol"))
     assert errors_of(path) == [f"{path}:4:13 input[0].format: unknown input format 'jsnol' (did you mean 'jsonl'?); "
-                               "expected one of: jsonl, parquet, text"]
+                               "expected one of: arc, crawl, jsonl, parquet, text, warc, wet"]
 
 
 def test_missing_required_field_and_several_errors_at_once(tmp_path):
