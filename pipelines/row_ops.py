@@ -49,6 +49,11 @@ def apply_row_ops(table: pa.Table, ops: list[RowOp]) -> pa.Table:
             parts.append(rejected)
     if not parts:
         return alive
+    # A column an op removed (extract drops raw HTML) goes from every row of the batch, including
+    # rows rejected earlier, so kept and rejected data share one schema.
+    removed = [c for c in table.column_names if c not in alive.column_names]
+    if removed:
+        parts = [p.drop_columns([c for c in removed if c in p.column_names]) for p in parts]
     return pa.concat_tables([alive, *parts], promote_options="permissive")
 
 
