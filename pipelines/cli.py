@@ -102,8 +102,13 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     reporter = RichReporter()
     try:
         with reporter:
-            manifest = CurateRun(loaded, run_dir, reporter, num_cpus=session.num_cpus,
-                                 local=session.started_here).execute()
+            if loaded.kind == "classifier":
+                from pipelines.classifier_run import ClassifierRun
+
+                manifest = ClassifierRun(loaded, run_dir, reporter).execute()
+            else:
+                manifest = CurateRun(loaded, run_dir, reporter, num_cpus=session.num_cpus,
+                                     local=session.started_here).execute()
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: rerun the same command to resume")
         raise typer.Exit(130) from None
@@ -142,6 +147,9 @@ def _print_status(manifest: Manifest, location: str) -> None:
         if not counts["steps"]:
             table.add_row(record["id"], "read + write", f"{counts['in']:,}", f"{counts['kept']:,}", "0", record["status"])
     out.print(table)
+    for record in data["stages"]:
+        if record.get("metrics"):
+            out.print(f"{record['id']} metrics: " + json.dumps(_headline(record["metrics"])))
     t = data.get("totals") or {}
     if t:
         rejected = sum(t["rejected"].values())
@@ -149,6 +157,13 @@ def _print_status(manifest: Manifest, location: str) -> None:
         out.print(f"read {t['read']:,} = kept {t['kept']:,} + rejected {rejected:,} + quarantined "
                   f"{t['quarantined']:,} {mark}")
     out.print(f"run directory: {location}")
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers worth a terminal line; the full metrics are in the run directory."""
+    keys = ("accuracy", "macro_f1", "roc_auc", "positive_f1", "f1", "train_examples", "held_out_examples")
+    picked = {k: metrics[k] for k in keys if k in metrics}
+    return picked or {k: v for k, v in list(metrics.items())[:6] if not isinstance(v, (dict, list))}
 
 
 class RichReporter(Reporter):
