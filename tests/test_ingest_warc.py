@@ -400,3 +400,118 @@ def test_extra_blank_lines_between_records_are_fine(tmp_path):
     path = tmp_path / "blank.warc"
     path.write_bytes(records[0] + b"\r\n" * 5 + records[1] + b"\n" + records[2] + b"\r\n")
     assert rows(read("warc", path), "record", "reason") == [(0, None), (1, None), (2, None)]
+
+
+# ------------------------------------------------------------------------- the fast path (gzip files)
+
+
+@pytest.fixture
+def counts():
+    warc.fast_path_counts.clear()
+    yield warc.fast_path_counts
+    warc.fast_path_counts.clear()
+
+
+def careful(fmt: str, path: Path, monkeypatch, **config) -> list[dict]:
+    """The rows of the careful path alone (the fast path switched off)."""
+    with monkeypatch.context() as m:
+        m.setattr(warc, "FAST_PATH", False)
+        return read(fmt, path, **config).to_pylist()
+
+
+GZIP_FILES = [("sample-0000.warc.gz", "warc"), ("sample-0001.warc.gz", "warc"), ("whirlwind.warc.gz", "warc"),
+              ("whirlwind.warc.wat.gz", "warc"), ("whirlwind.warc.wet.gz", "wet"),
+              ("edge-cases/example.warc.gz", "warc"), ("edge-cases/post-test.warc.gz", "warc"),
+              ("edge-cases/example-resource.warc.gz", "warc")]
+
+
+@pytest.mark.parametrize("name,fmt", GZIP_FILES, ids=[n for n, _ in GZIP_FILES])
+def test_record_aligned_gzip_files_take_the_fast_path(name, fmt, counts, monkeypatch):
+    path = WARC_DATA / name
+    fast = read(fmt, path, file_index=3).to_pylist()
+    assert dict(counts) == {"fast": 1}
+    with monkeypatch.context() as m:
+        m.setattr(warc, "FAST_PATH", False)
+        assert read(fmt, path, file_index=3).to_pylist() == fast
+
+
+@pytest.mark.parametrize("name", ["example-bad.warc.gz.bad", "example-bad-non-chunked.warc.gz",
+                                  "example-wrong-chunks.warc.gz"])
+def test_gzip_files_not_aligned_on_records_are_read_the_careful_way(name, counts, monkeypatch):
+    fast = read("warc", EDGE / name).to_pylist()
+    assert counts["careful_at_start"] == 1 and not counts["fast"]
+    assert fast == careful("warc", EDGE / name, monkeypatch)
+
+
+def damaged_copies(parts: list[bytes]) -> dict[str, bytes]:
+    """Damage around the middle of a file of gzip members, one record each (at a response record of
+    the doubled sample file)."""
+    i = len(parts) // 2 + 2
+    raw = [gzip.decompress(p) for p in parts]
+    before, after = b"".join(parts[:i]), b"".join(parts[i + 1:])
+    flipped = bytearray(parts[i])
+    flipped[len(flipped) // 2] ^= 0xFF
+    at = raw[i].index(b"Content-Length: ") + 16
+    eol = raw[i].index(b"\r\n", at)
+    short = raw[i][:at] + str(int(raw[i][at:eol]) - 3).encode() + raw[i][eol:]
+    cut = raw[i].index(b"\r\n\r\n") + 100  # a member that ends inside the record's block
+    return {
+        "corrupt_member": before + bytes(flipped) + after,
+        "garbage_between_members": before + b"not gzip" * 4 + parts[i] + after,
+        "short_content_length": before + gzip.compress(short) + after,
+        "junk_after_a_record": before + gzip.compress(raw[i] + b"junk\r\n") + after,
+        # 4 bytes of junk instead of CRLF CRLF, then a member of the same size: only FastWARC's strict
+        # mode (no resynchronising) stops there
+        "junk_separator_then_same_size_member": before + gzip.compress(raw[i][:-4] + b"XXXX") + parts[i] + after,
+        "two_records_in_one_member": before + gzip.compress(raw[i] + raw[i + 1]) + b"".join(parts[i + 2:]),
+        "record_across_two_members": before + gzip.compress(raw[i][:cut]) + gzip.compress(raw[i][cut:]) + after,
+        "empty_member_between_records": before + gzip.compress(b"") + parts[i] + after,
+        "lone_lf_in_a_header": before + gzip.compress(raw[i][:10] + b"X-A: b\nWARC-Type: resource\r\n" + raw[i][10:])
+        + after,
+        "cut_in_the_last_member": b"".join(parts[:-1]) + parts[-1][:len(parts[-1]) // 2],
+        "junk_after_the_last_record": b"".join(parts[:-1]) + gzip.compress(raw[-1] + b"zz"),
+        "padding_after_the_last_member": b"".join(parts) + b"\0\0\r\n",
+    }
+
+
+DAMAGE = ["corrupt_member", "garbage_between_members", "short_content_length", "junk_after_a_record",
+          "junk_separator_then_same_size_member",
+          "two_records_in_one_member", "record_across_two_members", "empty_member_between_records",
+          "lone_lf_in_a_header", "cut_in_the_last_member", "junk_after_the_last_record",
+          "padding_after_the_last_member"]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damage_hands_over_to_the_careful_path_with_the_same_rows(damage, tmp_path, counts, monkeypatch):
+    """Rows emitted before the damage are kept, the careful path takes over at the last record the
+    fast path had not emitted yet, and the rows are exactly those of the careful path alone."""
+    copies = damaged_copies([m for _, m in members(SAMPLE)] * 2)
+    assert sorted(copies) == sorted(DAMAGE)
+    path = tmp_path / f"{damage}.warc.gz"
+    path.write_bytes(copies[damage])
+    fast = read("warc", path).to_pylist()
+    assert dict(counts) == {"careful": 1}  # not at the start: rows were emitted before the damage
+    assert fast == careful("warc", path, monkeypatch)
+
+
+def test_hand_over_after_a_record_too_big_to_keep(tmp_path, counts, monkeypatch):
+    """Past TAP_KEEP compressed bytes the careful path reads the file again up to the record."""
+    path = tmp_path / "flip.warc.gz"
+    path.write_bytes(damaged_copies([m for _, m in members(SAMPLE)] * 2)["corrupt_member"])
+    monkeypatch.setattr(warc, "TAP_KEEP", 1)
+    fast = read("warc", path).to_pylist()
+    assert counts["careful"] == 1
+    assert fast == careful("warc", path, monkeypatch)
+    assert [r["reason"] for r in fast].count("corrupt_record") == 1 and len(fast) == 2 * SAMPLE_ROWS
+
+
+def test_fast_path_on_a_large_well_formed_file(tmp_path, counts, monkeypatch):
+    """Several reads of the file and pieces kept across them; offsets stay exact."""
+    data = b"".join((WARC_DATA / n).read_bytes() for n in ("sample-0000.warc.gz", "sample-0001.warc.gz")) * 4
+    path = tmp_path / "big.warc.gz"
+    path.write_bytes(data)
+    table = read("warc", path)
+    assert dict(counts) == {"fast": 1}
+    assert table.to_pylist() == careful("warc", path, monkeypatch)
+    for offset, url in rows(table, "warc_offset", "url")[::7]:
+        assert url.encode() in zlib.decompressobj(31).decompress(data[offset:], 4096)

@@ -25,6 +25,15 @@ a damaged member), checking every record's Content-Length against the bytes that
 heads, chunked transfer coding and Content-Encoding (gzip, deflate, br, zstd). ARC files are parsed
 here (a header line and a length; records need not be newline-separated).
 
+Fast path. A gzip WARC/WET file is first read with FastWARC doing the decompression too
+(:func:`fast_scan_warc`), which holds as long as the file is record-aligned (one gzip member per
+record, the norm) and undamaged, checked cheaply per record (the member at the record's position
+starts with its header, the member's gzip trailer gives header + Content-Length + CRLF CRLF, no
+FastWARC error, the last member decompressed again to the end of the file). At the first failed
+check the careful path takes over at the record whose row was not emitted yet, as if it had read
+the file from the start: the rows are the same as the careful path's alone (one known exception:
+see :func:`fast_scan_warc`). Plain files take the careful path, which for them is the plain parse.
+
 Damage, and what cannot be recovered:
 
 * gzip files: a corrupt gzip member, or bytes between members that are not gzip, give one
@@ -52,7 +61,7 @@ from __future__ import annotations
 import io
 import re
 import zlib
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, NamedTuple
 
@@ -324,14 +333,21 @@ class PlainStream(ArchiveStream):
 
 class GzipStream(ArchiveStream):
     """Multi-member gzip, decompressed member by member so that every stream position maps to the
-    file offset of its member, and so that reading can resume after a damaged member."""
+    file offset of its member, and so that reading can resume after a damaged member.
 
-    def __init__(self, raw: Any, first: bytes, starts_record: Callable[[bytes], bool]):
+    ``offset``/``pos``: where ``first`` starts, in the file and in the decompressed stream; the fast
+    path hands over in the middle of a file (at a member start) with the positions the stream would
+    have reached reading from the start, so that what is reported is the same."""
+
+    def __init__(self, raw: Any, first: bytes, starts_record: Callable[[bytes], bool], offset: int = 0,
+                 pos: int = 0):
         super().__init__(raw, first)
+        self._pos = pos
         self._starts_record = starts_record
         self._buf = b""           # compressed bytes read from the file
         self._at = 0              # next unconsumed byte of _buf
-        self._buf_offset = 0      # file offset of _buf[0]
+        self._buf_offset = offset  # file offset of _buf[0]
+        self._first_offset = offset
         self._raw_eof = False
         self._inflate: Any = None  # zlib decompressor of the member being read; None between members
         self._member = 0          # file offset of that member
@@ -341,7 +357,7 @@ class GzipStream(ArchiveStream):
         members = self._members
         while len(members) > 1 and members[1][0] <= pos:
             members.popleft()
-        return members[0][1] if members and members[0][0] <= pos else 0
+        return members[0][1] if members and members[0][0] <= pos else self._first_offset
 
     def _load(self, keep_from: int) -> bool:
         """Drop _buf before ``keep_from`` and append the next read. False at end of file."""
@@ -711,16 +727,18 @@ def _warc_header(rec: Any, head: bytes | None, name: str) -> str | None:
 
 
 def scan_warc(stream: ArchiveStream, convert: Callable[[Any, int, int, bytes | None], Row | None],
-              columns: dict[str, pa.DataType]) -> Iterator[Row]:
+              columns: dict[str, pa.DataType], first_index: int = 0) -> Iterator[Row]:
     """Run FastWARC over ``stream`` and yield one row per document record (``convert(record, index,
     offset, raw WARC header block or None)`` makes it, or returns None for records that are not
-    documents), plus the rows that report damage."""
+    documents), plus the rows that report damage. ``first_index``: the index of the first record,
+    when the stream starts at a record in the middle of the file (taking over from the fast path,
+    which has emitted the rows of every record before it)."""
     from fastwarc.stream_io import FastWARCError
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-    index = 0
+    index = first_index
     pending: _Pending | None = None  # the last record seen; its row waits until what follows is checked
-    seen_any = False
+    seen_any = first_index > 0
 
     def settle(p: _Pending, reason: str | None = None, detail: str = "") -> Iterator[Row]:
         row = p.row
@@ -844,6 +862,279 @@ def _gap(stream: ArchiveStream, pending: _Pending, start: int) -> str | None:
             f"starting {shown}: its Content-Length is wrong or garbage follows it; reading resumed at the next record")
 
 
+# ---------------------------------------------------------------------------------- the fast path
+
+
+# Tests set this to False to read every file the careful way only.
+FAST_PATH = True
+# Per process: "fast" counts gzip files the fast path read to the end; "careful" the files it handed
+# over to the careful path ("careful_at_start": before emitting any row).
+fast_path_counts: Counter[str] = Counter()
+# Compressed bytes the tap keeps back to the start of the pending record's member, at most; past
+# this (a huge record) a hand-over reads the file again up to that member instead.
+TAP_KEEP = 32 << 20
+# Compressed bytes looked at first for the WARC header at the start of a gzip member, and the
+# decompressed bytes asked for per step (most WARC headers fit in one).
+HEAD_PROBE = 1024
+HEAD_STEP = 1024
+
+
+class _Tap:
+    """The compressed bytes of a gzip file as FastWARC's gzip layer reads them (``read``/``tell``,
+    what its Python stream adapter calls), read from the file in :data:`READ_SIZE` pieces. The bytes
+    from :attr:`keep` on stay at hand (the last two pieces at least, :data:`TAP_KEEP` at most): the
+    fast path looks there at member starts and trailers, and the careful path takes over from there."""
+
+    def __init__(self, raw: Any, first: bytes):
+        self.raw = raw
+        self.keep = 0
+        self.at_eof = False
+        self._chunks: deque[tuple[int, bytes]] = deque()  # (file offset, bytes), contiguous
+        self._kept = 0
+        self._end = 0     # file offset just past the bytes read from the file
+        self._served = 0  # bytes handed to FastWARC
+        if first:
+            self._add(first)
+
+    def read(self, n: int = -1) -> bytes:
+        if self._served >= self._end and not self.more():
+            return b""
+        base, data = self._chunks[-1]  # everything before the last piece has been handed out
+        at = self._served - base
+        out = data if at == 0 and (n < 0 or n >= len(data)) else data[at:at + n if n >= 0 else len(data)]
+        self._served += len(out)
+        return out
+
+    def tell(self) -> int:
+        return self._served
+
+    def close(self) -> None:
+        pass  # the reader closes the file
+
+    def more(self) -> bool:
+        """Read the next piece of the file. False at its end."""
+        if self.at_eof:
+            return False
+        data = self.raw.read(READ_SIZE)
+        if not data:
+            self.at_eof = True
+            return False
+        self._add(data)
+        return True
+
+    def _add(self, data: bytes) -> None:
+        chunks = self._chunks
+        chunks.append((self._end, data))
+        self._end += len(data)
+        self._kept += len(data)
+        while len(chunks) > 2 and (chunks[1][0] <= self.keep or self._kept - len(chunks[0][1]) >= TAP_KEEP):
+            self._kept -= len(chunks.popleft()[1])
+
+    def get(self, pos: int, n: int) -> bytes:
+        """Up to ``n`` bytes from file offset ``pos``, as far as read so far; b"" when not at hand."""
+        chunks = self._chunks
+        for i in range(len(chunks) - 1, -1, -1):
+            base, data = chunks[i]
+            if base <= pos:
+                out = data[pos - base:pos - base + n]
+                if len(out) < n and i + 1 < len(chunks):
+                    out += chunks[i + 1][1][:n - len(out)]
+                return out
+        return b""
+
+    def kept_from(self, pos: int) -> bytes | None:
+        """Every byte read from offset ``pos`` on; None if they are no longer all kept."""
+        if not self._chunks or self._chunks[0][0] > pos:
+            return None
+        return b"".join(data[max(0, pos - base):] for base, data in self._chunks if base + len(data) > pos)
+
+
+def _member_head(tap: _Tap, pos: int) -> bytes | None:
+    """The WARC header block (``WARC/`` line to blank line, as :meth:`ArchiveStream.header_block`
+    takes it) that the gzip member at file offset ``pos`` starts with, or None if it starts with
+    anything else, is not gzip, or is not at hand."""
+    data = tap.get(pos, HEAD_PROBE)
+    if not data.startswith(_GZIP_MAGIC):
+        return None
+    d = zlib.decompressobj(31)
+    out = b""
+    at = pos
+    try:
+        while True:
+            out += d.decompress(data, HEAD_STEP)
+            if not out.startswith(b"WARC/"[:len(out)]):
+                return None
+            end = _blank_line_end(out, 0)
+            if end is not None:
+                return out[:end] if end > 5 else None
+            if d.eof or len(out) >= MAX_HEADER:
+                return None
+            at += len(data) - len(d.unconsumed_tail)
+            data = d.unconsumed_tail or tap.get(at, 8 * HEAD_PROBE)
+            if not data:
+                return None
+    except zlib.error:
+        return None
+
+
+def _head_length_field(head: bytes) -> int | None:
+    """The Content-Length of a raw WARC header block: the first such header, digits only."""
+    at = head.lower().find(b"\ncontent-length:")
+    if at < 0:
+        return None
+    at += 16
+    eol = head.find(b"\n", at)
+    value = head[at:eol if eol >= 0 else len(head)].strip()
+    return int(value) if value.isdigit() else None
+
+
+def _last_member_ok(tap: _Tap, pos: int, size: int) -> bool:
+    """Is everything from file offset ``pos`` to the end of the file one gzip member that holds
+    ``size`` bytes (header and block) and then nothing but padding? (What the careful path checks at
+    the end of a file: a member cut short, bytes after the record, a record cut short.)"""
+    d = zlib.decompressobj(31)
+    seen = 0
+    at = pos
+    while not d.eof:
+        comp = tap.get(at, FEED_SIZE)
+        if not comp:
+            if tap.more():
+                continue
+            return False  # the file ends inside the member
+        data = comp
+        while True:
+            out = d.decompress(data, READ_SIZE)
+            if seen + len(out) > size and out[max(0, size - seen):].strip(_PADDING):
+                return False
+            seen += len(out)
+            data = d.unconsumed_tail
+            if not data or d.eof:
+                break
+        at += len(comp) - len(d.unused_data)
+    if seen < size or d.unused_data or tap.get(at, 1):
+        return False
+    return not tap.more()
+
+
+def fast_scan_warc(tap: _Tap, convert: Callable[[Any, int, int, bytes | None], Row | None]
+                   ) -> Iterator[Row]:
+    """The rows of a record-aligned gzip WARC (one gzip member per record, as every common writer
+    makes them) with FastWARC doing the decompression itself, as a bare FastWARC loop does. They are
+    the rows :func:`scan_warc` makes of the same file (same ``convert``, same raw header block, same
+    offsets and record numbers) as long as these checks hold; they look at a few bytes per record
+    and never at the decompressed stream:
+
+    * every record's ``stream_pos`` is a gzip member start (the first at offset 0, then increasing)
+      whose decompressed bytes start with a WARC header block (decompressed here, ~1 KiB: the raw
+      header ``convert`` gets) that has CRLF line ends only (so that FastWARC's strict mode, used
+      here, parses it as the careful path's tolerant mode does) and the Content-Length FastWARC
+      read. FastWARC reports the compressed position at which it started a record, which is the
+      record's member only when the record begins its member: a record that starts inside a member
+      gets the start of a later member, and one of these checks fails, then or at a later record;
+    * the gzip trailer of that member (its last 4 bytes, just before the next record's member)
+      gives its decompressed size as exactly header + Content-Length + 4 (CRLF CRLF): nothing else
+      is in the member (a wrong Content-Length, bytes after the record, a second record);
+    * FastWARC raised nothing (a corrupt member, bytes between members that are not gzip, a read
+      error) and did not stop early: in strict mode it stops at bytes that are not a record, where
+      its tolerant mode would skip to the next ``WARC/`` line, possibly over a whole record;
+    * the last record's member is decompressed again here to the end of the file: it must end,
+      hold the record and then only padding, and be followed by nothing.
+
+    A record's row is held back until the next record (or the end of the file) has passed them.
+    When a check fails, the generator returns ``(index, offset, pos)`` of the record whose row is
+    held back (or of the first record, at offset 0): its record number, the file offset of its
+    member, and the position of that member in the decompressed stream (the sum of the sizes of all
+    members before it). The careful path takes over there: :class:`GzipStream` starts at that offset
+    and position, :func:`scan_warc` at that record number. Every row emitted before is kept, none is
+    emitted twice, and the careful path reports from there on what it would have reported reading
+    the whole file, since it would have found everything before as the fast path did (stream
+    positions in ``reason_detail`` included). Returns None when the whole file was read.
+
+    Known difference: a CRLF CRLF separator replaced by 4 bytes of white space that include a
+    vertical tab or form feed is skipped by FastWARC (C ``isspace``) while the careful path reports
+    ``corrupt_record``; the fast path cannot see those bytes."""
+    from fastwarc.stream_io import FastWARCError, GZipStream
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    index = pos = 0
+    pending: tuple[Row | None, int, int] | None = None  # (row, member offset, member size) of the last record
+    start = (0, 0, 0)  # where the careful path takes over: (record index, file offset, stream position)
+    try:
+        for rec in ArchiveIterator(GZipStream(tap), record_types=WarcRecordType.any_type, parse_http=False,
+                                   strict_mode=True):
+            offset = rec.stream_pos
+            length = rec.content_length
+            head = _member_head(tap, offset)
+            if head is None or _head_length_field(head) != length or head.count(b"\n") != head.count(b"\r\n"):
+                return start
+            if pending is not None:
+                row, before, size = pending
+                trailer = tap.get(offset - 4, 4)
+                if offset <= before or len(trailer) < 4 or int.from_bytes(trailer, "little") != size & 0xFFFFFFFF:
+                    return start
+                if row is not None:
+                    yield row
+                index += 1
+                pos += size
+            elif offset != 0:
+                return start
+            tap.keep = offset
+            start = (index, offset, pos)
+            pending = (convert(rec, index, offset, head), offset, len(head) + length + 4)
+        if pending is None or not _last_member_ok(tap, pending[1], pending[2] - 4):
+            return start
+    except (FastWARCError, *READ_ERRORS):
+        return start
+    if pending[0] is not None:
+        yield pending[0]
+    return None
+
+
+def _warc_rows(path: str, filesystem: Any, raw: Any, first: bytes,
+               convert: Callable[[Any, int, int, bytes | None], Row | None],
+               columns: dict[str, pa.DataType]) -> Iterator[Row]:
+    """The rows of a WARC file whose first bytes have been read: :func:`fast_scan_warc` for gzip
+    files, then :func:`scan_warc` from where it stopped (if it did); :func:`scan_warc` only for
+    plain files. Closes the file."""
+    opened = [raw]
+    try:
+        if not first.startswith(_GZIP_MAGIC[:2]):
+            yield from scan_warc(PlainStream(raw, first), convert, columns)
+            return
+        if FAST_PATH:
+            tap = _Tap(raw, first)
+            stop = yield from fast_scan_warc(tap, convert)
+            if stop is None:
+                fast_path_counts["fast"] += 1
+                return
+            fast_path_counts["careful"] += 1
+            index, offset, pos = stop
+            if offset == 0:
+                fast_path_counts["careful_at_start"] += 1
+            first = tap.kept_from(offset)  # type: ignore[assignment]
+            if first is None:  # a huge record: read the file again up to it
+                first = b""
+                raw.close()
+                try:
+                    raw = filesystem.open_input_stream(path, compression=None)
+                    opened.append(raw)
+                    skip = offset
+                    while skip > 0:
+                        data = raw.read(min(READ_SIZE, skip))
+                        if not data:
+                            raise EOFError(f"the file is shorter than {offset} bytes on a second read")
+                        skip -= len(data)
+                except READ_ERRORS as exc:
+                    yield Row(index, {OFFSET: offset}, reason="unreadable_file", detail=f"{type(exc).__name__}: {exc}")
+                    return
+        else:
+            index = offset = pos = 0
+        yield from scan_warc(GzipStream(raw, first, _starts_warc, offset, pos), convert, columns, index)
+    finally:
+        for stream in opened:
+            stream.close()
+
+
 # ------------------------------------------------------------------------------------------ readers
 
 
@@ -856,13 +1147,34 @@ def _read_archive(path: str, filesystem: Any, builder: BatchBuilder, starts_reco
         yield builder.flush()
         return
     with stream:
-        for row in rows(stream):
-            if row.reason is None:
-                builder.add(row.record, row.text, **row.extra)
-            else:
-                builder.quarantine(row.record, row.reason, row.detail, **row.extra)
-            if builder.full():
-                yield builder.flush()
+        yield from _batches(builder, rows(stream))
+
+
+def _read_warc_file(path: str, filesystem: Any, builder: BatchBuilder,
+                    convert: Callable[[Any, int, int, bytes | None], Row | None],
+                    columns: dict[str, pa.DataType]) -> Iterator[pa.Table]:
+    try:
+        raw = filesystem.open_input_stream(path, compression=None)
+        try:
+            first = raw.read(READ_SIZE)
+        except BaseException:
+            raw.close()
+            raise
+    except READ_ERRORS as exc:
+        builder.quarantine(0, "unreadable_file", f"{type(exc).__name__}: {exc}")
+        yield builder.flush()
+        return
+    yield from _batches(builder, _warc_rows(path, filesystem, raw, first, convert, columns))
+
+
+def _batches(builder: BatchBuilder, rows: Iterator[Row]) -> Iterator[pa.Table]:
+    for row in rows:
+        if row.reason is None:
+            builder.add(row.record, row.text, **row.extra)
+        else:
+            builder.quarantine(row.record, row.reason, row.detail, **row.extra)
+        if builder.full():
+            yield builder.flush()
     if len(builder):
         yield builder.flush()
 
@@ -902,8 +1214,7 @@ class WarcReader(InputReader):
 
     def read_file(self, path: str, file_index: int, filesystem: Any) -> Iterator[pa.Table]:
         builder = BatchBuilder(path, file_index, WARC_COLUMNS)
-        yield from _read_archive(path, filesystem, builder, _starts_warc,
-                                 lambda stream: scan_warc(stream, self._convert, WARC_COLUMNS))
+        yield from _read_warc_file(path, filesystem, builder, self._convert, WARC_COLUMNS)
 
     def _convert(self, rec: Any, index: int, offset: int, head: bytes | None) -> Row | None:
         rtype = rec.record_type
@@ -975,8 +1286,7 @@ class WetReader(InputReader):
 
     def read_file(self, path: str, file_index: int, filesystem: Any) -> Iterator[pa.Table]:
         builder = BatchBuilder(path, file_index, WET_COLUMNS)
-        yield from _read_archive(path, filesystem, builder, _starts_warc,
-                                 lambda stream: scan_warc(stream, self._convert, WET_COLUMNS))
+        yield from _read_warc_file(path, filesystem, builder, self._convert, WET_COLUMNS)
 
     def _convert(self, rec: Any, index: int, offset: int, head: bytes | None) -> Row | None:
         if rec.record_type != self._conversion:
