@@ -24,12 +24,11 @@ MODEL_DIR = "model"
 
 
 def _data_files(train: dict[str, Any]) -> list[dict[str, Any]]:
+    from curation.classifiers.train import ClassifierTrainConfig
+
     files = []
-    for key in ("data", "positives", "negatives"):
-        source = train.get(key)
-        if source:
-            for pattern in source["paths"]:
-                files += [{"path": p, "size": s} for p, s in expand(pattern)]
+    for pattern in ClassifierTrainConfig.model_validate(train).data_paths():
+        files += [{"path": p, "size": s} for p, s in expand(pattern)]
     return files
 
 
@@ -66,7 +65,9 @@ class ClassifierRun:
             manifest.data["stages"] = [record]
             manifest.save(self.run)
             started = time.time()
-            metrics = ray.get(_train_task.options(num_cpus=1).remote(train, self.run.path(MODEL_DIR)))
+            # fastText trains with `thread` threads; never ask for more CPUs than the cluster has.
+            cpus = max(1, min(int(train.get("thread") or 1), int(ray.cluster_resources().get("CPU", 1))))
+            metrics = ray.get(_train_task.options(num_cpus=cpus).remote(train, self.run.uri(MODEL_DIR)))
             record.update(status="done", finished=now(), seconds=round(time.time() - started, 3), metrics=metrics)
         manifest.put_stage(record)
         manifest.data["totals"] = {}

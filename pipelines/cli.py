@@ -54,8 +54,12 @@ def validate(spec: Path = typer.Argument(..., help="spec file (YAML)"),
              set_: list[str] = typer.Option([], "--set", help="override a field: path.to.field=value")) -> None:
     """Check a spec without running it (exit 0 when valid, 2 with the errors)."""
     loaded = _load(spec, set_)
-    steps = ", ".join(s.label for s in loaded.steps) or "no steps"
-    out.print(f"[green]ok[/] {spec}: kind {loaded.kind}, name {loaded.name}, {len(loaded.inputs)} input(s), {steps}")
+    if loaded.kind == "curate":
+        steps = ", ".join(s.label for s in loaded.steps) or "no steps"
+        what = f"{len(loaded.inputs)} input(s), {steps}"
+    else:
+        what = "training data: " + ", ".join(loaded.train.data_paths()) if loaded.train else ""
+    out.print(f"[green]ok[/] {spec}: kind {loaded.kind}, name {loaded.name}, {what}", highlight=False)
 
 
 @app.command()

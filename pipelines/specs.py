@@ -60,7 +60,20 @@ class CurateSpec(BaseModel):
     ray: RaySettings = RaySettings()
 
 
-KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec}
+class ClassifierSpec(BaseModel):
+    """``kind: classifier``: train a fastText classifier (quality, toxicity …) from labelled data;
+    the model and its held-out metrics land in ``<run>/model/``, ready for a `model:` field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["classifier"]
+    name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
+    description: str = ""
+    train: dict[str, Any] = Field(description="training data, split and fastText settings")
+    ray: RaySettings = RaySettings()
+
+
+KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec, "classifier": ClassifierSpec}
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class LoadedSpec:
     source: SourceMap
     inputs: list[InputConfig] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    train: BaseModel | None = None  # kind: classifier
 
     @property
     def kind(self) -> str:
@@ -102,6 +116,8 @@ class LoadedSpec:
             out["input"] = [self._absolute(cfg, cfg.model_dump(mode="json")) for cfg in self.inputs]
         if "steps" in out:
             out["steps"] = [s.as_yaml() for s in self.steps]
+        if self.train is not None:
+            out["train"] = self.train.model_dump(mode="json")
         return out
 
     def _absolute(self, cfg: InputConfig, entry: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +128,18 @@ class LoadedSpec:
             elif isinstance(value, list):
                 entry[name] = [resolve_path(p, self.base_dir) for p in value]
         return entry
+
+
+def _resolve_path_fields(config: BaseModel, base_dir: str) -> BaseModel:
+    """Fields an op names in ``path_fields`` (a model file …) are relative to the spec file."""
+    updates = {}
+    for name in getattr(type(config), "path_fields", ()):
+        value = getattr(config, name, None)
+        if isinstance(value, str):
+            updates[name] = resolve_path(value, base_dir)
+        elif isinstance(value, list):
+            updates[name] = [resolve_path(v, base_dir) for v in value]
+    return config.model_copy(update=updates) if updates else config
 
 
 def resolve_path(path: str, base_dir: str) -> str:
@@ -160,7 +188,12 @@ def validate_spec(data: Any, source: SourceMap, base_dir: str = ".") -> LoadedSp
     if isinstance(data.get("input"), list):
         loaded.inputs = _validate_inputs(data["input"], source, issues)
     if isinstance(data.get("steps"), list):
-        loaded.steps = _validate_steps(data["steps"], source, issues)
+        loaded.steps = _validate_steps(data["steps"], source, issues, base_dir)
+    if kind == "classifier" and isinstance(data.get("train"), dict):
+        from curation.classifiers.train import ClassifierTrainConfig
+
+        train = _validate_model(ClassifierTrainConfig, data["train"], ("train",), source, issues)
+        loaded.train = train.with_base_dir(base_dir) if train is not None else None
     if issues:
         raise SpecError(issues)
     return loaded
@@ -189,7 +222,7 @@ def _validate_inputs(entries: list[Any], source: SourceMap, issues: list[SpecIss
     return out
 
 
-def _validate_steps(entries: list[Any], source: SourceMap, issues: list[SpecIssue]) -> list[Step]:
+def _validate_steps(entries: list[Any], source: SourceMap, issues: list[SpecIssue], base_dir: str = ".") -> list[Step]:
     ops = registered_ops()
     steps: list[Step] = []
     seen: dict[str, int] = {}
@@ -216,6 +249,7 @@ def _validate_steps(entries: list[Any], source: SourceMap, issues: list[SpecIssu
         model = _validate_model(ops[name].Config, config, path + (name,), source, issues)
         if model is None:
             continue
+        model = _resolve_path_fields(model, base_dir)
         seen[name] = seen.get(name, 0) + 1
         label = name if seen[name] == 1 else f"{name}_{seen[name]}"
         steps.append(Step(i, name, label, model))
