@@ -73,11 +73,12 @@ class RunDir:
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
 
-    def list_files(self, rel: str, suffix: str = "") -> list[str]:
-        """Sorted file paths (inside fs) directly under ``rel``; missing folder → []."""
+    def list_files(self, rel: str, suffix: str = "", recursive: bool = False) -> list[str]:
+        """Sorted file paths (inside fs) under ``rel`` (and its subfolders when ``recursive``, e.g.
+        ``data/lang=xx/``); missing folder → []."""
         base = self.path(rel)
         try:
-            infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+            infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=recursive))
         except FileNotFoundError:
             return []
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)
@@ -96,7 +97,7 @@ class RunDir:
         """Delete files under ``rel`` whose names start with any prefix (partial outputs of a unit)."""
         n = 0
         base = self.path(rel)
-        infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
         for info in infos:
             if info.type == pafs.FileType.File and posixpath.basename(info.path).startswith(prefixes):
                 self.fs.delete_file(info.path)

@@ -22,7 +22,7 @@ from curation.ingest.listing import InputFile, list_inputs
 from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, get_op
 from pipelines.errors import RunError
 from pipelines.manifest import Manifest
-from pipelines.planner import INGEST_LABEL, Stage, plan_stages
+from pipelines.planner import DATA_DIR, INGEST_LABEL, Stage, plan_stages
 from pipelines.rundir import RunDir, now
 from pipelines.specs import LoadedSpec, canonical_hash
 from pipelines.stream_pass import (ActorSegment, PassContext, Unit, make_task_segment, progress_dir, read_units,
@@ -140,9 +140,10 @@ class CurateRun:
         if stage.reads_inputs:
             return [(Unit(f.index, f.location, resolved["input"][f.input], f.index), f.size) for f in listing]
         assert previous is not None
-        files = self.run.list_files(previous.output_dir, ".parquet")
+        files = self.run.list_files(previous.output_dir, ".parquet", recursive=True)
         infos = self.run.fs.get_file_info(files)
-        return [(Unit(i, self.run.uri(previous.output_dir, path.rsplit("/", 1)[-1]), None, -1), info.size)
+        base = self.run.path(previous.output_dir) + "/"
+        return [(Unit(i, self.run.uri(previous.output_dir, path[len(base):]), None, -1), info.size)
                 for i, (path, info) in enumerate(zip(files, infos))]
 
     def _run_stream(self, stage: Stage, previous: Stage | None, listing: list[InputFile],
@@ -188,7 +189,8 @@ class CurateRun:
 
     def _execute_stream(self, stage: Stage, pending: list[tuple[Unit, int]]) -> None:
         attempt = uuid.uuid4().hex[:8]
-        ctx = PassContext(self.run.location, stage.id, stage.output_dir, self.spec.model.output.compression, attempt)
+        ctx = PassContext(self.run.location, stage.id, stage.output_dir, self.spec.model.output.compression, attempt,
+                          partition_column=self._partition_column(stage))
         items = [{"unit": u.unit, "location": u.location, "reader": u.reader, "file_index": u.file_index}
                  for u, _ in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -217,11 +219,20 @@ class CurateRun:
         self.reporter.progress(tracker.units_done, tracker.rows_written, tracker.bytes_done)
         self._sweep_foreign_parts(stage, {u: attempt for u in sizes})
 
+    def _partition_column(self, stage: Stage) -> str | None:
+        """Only the final output (data/) is split into Hive-style folders."""
+        if stage.output_dir != DATA_DIR:
+            return None
+        for step in stage.steps:
+            if getattr(step.config, "split_by_language", False):
+                return getattr(step.op_class, "partition_column", None)
+        return None
+
     def _sweep_foreign_parts(self, stage: Stage, attempts: dict[int, str]) -> None:
         """Delete part files of these units written by any other attempt: a task of a killed run can
         outlive its driver for a moment and write after the rerun discarded that unit's partials."""
         for folder in [stage.output_dir] + [f"rejected/{label}" for label in stage.rejected_labels]:
-            for path in self.run.list_files(folder, ".parquet"):
+            for path in self.run.list_files(folder, ".parquet", recursive=True):
                 parsed = parse_part_name(path.rsplit("/", 1)[-1])
                 if parsed and parsed[0] in attempts and parsed[1] != attempts[parsed[0]]:
                     self.run.fs.delete_file(path)

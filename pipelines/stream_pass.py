@@ -51,6 +51,9 @@ class PassContext:
     output_dir: str
     compression: str
     attempt: str = "a0"  # distinguishes this run's files from those of a killed earlier attempt
+    # Kept rows go to <output_dir>/<name>=<value>/ folders (Hive style) when set: `langid`'s
+    # split_by_language writes data/lang=en/, data/lang=de/ …
+    partition_column: str | None = None
     segments: list[dict[str, Any]] = field(default_factory=list)  # [{"key", "actor", "steps": [...]}]
 
 
@@ -151,6 +154,20 @@ def segment_steps(stage_steps: list[Any]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------- writer
 
 
+def _partitions(part: pa.Table, target: str, column: str | None) -> list[tuple[str, pa.Table]]:
+    """(folder, rows) pairs: one pair, or one per value of ``column`` (null → ``<name>=unknown``)."""
+    if not column or column not in part.column_names:
+        return [(target, part)]
+    key = column.rsplit(".", 1)[-1]
+    values = part.column(column)
+    out = []
+    for value in pc.unique(values).to_pylist():
+        mask = pc.is_null(values) if value is None else pc.equal(values, value)
+        safe = "unknown" if value is None else "".join(c if c.isalnum() or c in "-_" else "_" for c in str(value))
+        out.append((f"{target}/{key}={safe}", part.filter(mask)))
+    return out
+
+
 def write_outputs(table: pa.Table, ctx: PassContext) -> pa.Table:
     """Write one batch: kept rows to the stage's output folder, dropped rows to ``rejected/<step>/``,
     one file per (unit, destination). Returns a small summary table for the driver."""
@@ -166,9 +183,10 @@ def write_outputs(table: pa.Table, ctx: PassContext) -> pa.Table:
             target = ctx.output_dir if label is None else f"rejected/{label}"
             drop = [UNIT, REJECTED_BY] + ([REASON, REASON_DETAIL, RECORD] if label is None else [])
             part = part.drop_columns([c for c in drop if c in part.column_names])
-            name = f"{unit_prefix(unit)}{ctx.attempt}-{uuid.uuid4().hex[:12]}.parquet"
-            write_parquet_atomic(run.fs, run.path(target, name), part, ctx.compression)
-            chars = pc.sum(pc.utf8_length(part.column(TEXT))).as_py() if TEXT in part.column_names else 0
-            for k, v in (("unit", unit), ("target", target), ("rows", part.num_rows), ("chars", chars or 0)):
-                summary[k].append(v)
+            for folder, piece in _partitions(part, target, ctx.partition_column if label is None else None):
+                name = f"{unit_prefix(unit)}{ctx.attempt}-{uuid.uuid4().hex[:12]}.parquet"
+                write_parquet_atomic(run.fs, run.path(folder, name), piece, ctx.compression)
+                chars = pc.sum(pc.utf8_length(piece.column(TEXT))).as_py() if TEXT in piece.column_names else 0
+                for k, v in (("unit", unit), ("target", target), ("rows", piece.num_rows), ("chars", chars or 0)):
+                    summary[k].append(v)
     return pa.table(summary, schema=SUMMARY_SCHEMA)

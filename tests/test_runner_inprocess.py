@@ -32,3 +32,25 @@ def test_actor_pool_ops_do_not_starve_readers_on_two_cpus(ray_session, tmp_path,
     assert totals["balanced"] and totals["read"] == 1800
     assert len(set(all_ids(run))) == 1800
     assert manifest(run)["stages"][0]["counts"]["rejected"]["length_filter"] > 0
+
+
+def test_split_by_language_writes_hive_folders(ray_session, tmp_path):
+    lines = (DATA / "langid" / "fortunes-12lang.jsonl").read_text().splitlines()
+    sample = [line for i, line in enumerate(lines) if i % 12 == 0]  # every language, a few of each
+    (tmp_path / "f.jsonl").write_text("\n".join(sample) + "\n")
+    spec = validate_spec({"kind": "curate", "name": "split",
+                          "input": [{"format": "jsonl", "paths": [str(tmp_path / "f.jsonl")]}],
+                          "steps": [{"langid": {"keep": ["en", "de", "ru"], "min_score": 0.5, "split_by_language": True}}]},
+                         SourceMap("<test>"))
+    run = tmp_path / "run"
+    result = CurateRun(spec, RunDir.open(str(run)), Reporter(), num_cpus=2, local=True).execute()
+    assert result.data["totals"]["balanced"]
+    folders = sorted(p.name for p in (run / "data").iterdir() if p.is_dir())
+    assert folders == ["lang=de", "lang=en", "lang=ru"]
+    import pyarrow.dataset as pads
+
+    for folder in folders:
+        table = pads.dataset(str(run / "data" / folder)).to_table()
+        assert set(table.column("langid.lang").to_pylist()) == {folder.split("=")[1]}
+    kept = pads.dataset(str(run / "data"), partitioning="hive").to_table()
+    assert kept.num_rows == result.data["totals"]["kept"] > 0
