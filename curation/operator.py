@@ -167,3 +167,4 @@ def load_builtin_ops() -> None:
     from curation.classifiers import apply  # noqa: F401
     from curation.crawl import reader  # noqa: F401
     from curation.ingest import files, warc  # noqa: F401
+    from curation.quality import c4, fineweb, gopher  # noqa: F401
