@@ -116,6 +116,9 @@ class GlobalContext:
     work_dir: str
     filesystem: Any
     num_cpus: float
+    # The run directory (path or URI), for ops that publish data of their own beside data/ and
+    # rejected/ (dedup writes dedup/<step>/ for the report). None when run outside a run directory.
+    run_root: str | None = None
 
 
 def set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

@@ -283,7 +283,8 @@ class CurateRun:
         self.reporter.stage_started(stage, 1, 1, 0)
         started = time.time()
         source = ray.data.read_parquet(self.run.uri(previous.output_dir), filesystem=self._fs_for_ray())
-        result = op.apply(source, GlobalContext(self.run.uri("work", stage.id), self.run.fs, self.num_cpus))
+        result = op.apply(source, GlobalContext(self.run.uri("work", stage.id), self.run.fs, self.num_cpus,
+                                                run_root=self.run.uri()))
         ctx = PassContext(self.run.location, stage.id, stage.output_dir, self.spec.model.output.compression)
         result = result.map_batches(_tag_global, batch_format="pyarrow", batch_size=None,
                                     fn_kwargs={"label": step.label})
