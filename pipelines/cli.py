@@ -122,6 +122,51 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     finally:
         session.close()
     _print_status(manifest, location)
+    if loaded.kind == "curate":
+        _build_report(location, after_run=True)
+
+
+@app.command()
+def report(run_dir: str = typer.Argument(..., help="run directory"),
+           compare: Optional[str] = typer.Option(None, "--compare", help="another run directory to show side by side "
+                                                 "(funnel, score distributions, spec changes)"),
+           out_path: Optional[str] = typer.Option(None, "--out", help="with --compare: the HTML file to write (default "
+                                                  "RUN_DIR/report/compare-<name of the other run>.html)")) -> None:
+    """Build the data-quality report: RUN_DIR/report/index.html and stats.json, from the run's data."""
+    if compare is None:
+        _build_report(run_dir, after_run=False)
+        return
+    from pipelines.report import build_compare
+
+    try:
+        result = build_compare(run_dir, compare, out_path)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
+    out.print(f"[bold]comparison[/]: {escape(result.html_path)}", highlight=False)
+
+
+def _build_report(location: str, after_run: bool) -> None:
+    """The report at the end of a run must not turn a finished run into a failed one: on error it says
+    how to rebuild it. ``gristmill report`` itself fails loudly."""
+    from pipelines.report import build_report
+    from pipelines.report.terminal import print_summary
+
+    try:
+        built = build_report(location)
+    except FileNotFoundError as exc:
+        if after_run:
+            err.print(f"[yellow]report not built[/]: {escape(str(exc))}", highlight=False)
+            return
+        err.print(f"[red]{escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        if not after_run:
+            raise
+        err.print(f"[yellow]report not built[/]: {escape(repr(exc))}; rebuild it with `gristmill report {escape(location)}`",
+                  highlight=False)
+        return
+    print_summary(out, built)
 
 
 @app.command()

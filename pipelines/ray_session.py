@@ -88,3 +88,13 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
     _install_noise_filter()
     _quiet_ray_data()
     return RaySession(address, started, ray.cluster_resources().get("CPU", 1.0))
+
+
+def cluster_size(local: bool) -> dict:
+    """The Ray cluster a run used, for the manifest and the report: alive nodes and their CPUs, GPUs
+    and memory (``ray.nodes()``), and whether it was an embedded local Ray."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    resources = ray.cluster_resources()
+    return {"nodes": len(nodes), "cpus": resources.get("CPU", 0.0), "gpus": resources.get("GPU", 0.0),
+            "memory_gb": round(resources.get("memory", 0.0) / (1 << 30), 1), "local": local,
+            "ray_version": ray.__version__}

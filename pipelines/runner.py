@@ -23,6 +23,7 @@ from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, get_op
 from pipelines.errors import RunError
 from pipelines.manifest import Manifest
 from pipelines.planner import DATA_DIR, INGEST_LABEL, Stage, plan_stages
+from pipelines.ray_session import cluster_size
 from pipelines.rundir import RunDir, now
 from pipelines.specs import LoadedSpec, canonical_hash
 from pipelines.stream_pass import (ActorSegment, PassContext, Unit, make_task_segment, progress_dir, read_units,
@@ -55,7 +56,7 @@ class CurateRun:
         stages = plan_stages(self.spec, listing)
         manifest = Manifest.load(self.run) or Manifest.new(self.spec.name, self.spec.kind)
         manifest.data.update(spec_hash=canonical_hash(resolved), status="running",
-                             inputs=[f.as_dict() for f in listing])
+                             inputs=[f.as_dict() for f in listing], ray=cluster_size(self.local))
         swept = self.run.sweep_temporaries()
         if swept:
             self.reporter.note(f"removed {swept} half-written file(s) left by an interrupted run")
