@@ -57,6 +57,8 @@ def validate(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     if loaded.kind == "curate":
         steps = ", ".join(s.label for s in loaded.steps) or "no steps"
         what = f"{len(loaded.inputs)} input(s), {steps}"
+    elif loaded.kind == "pretrain":
+        what = f"data {loaded.model.data}, model {loaded.model.model.preset or loaded.model.model.arch}"  # type: ignore[attr-defined]
     else:
         what = "training data: " + ", ".join(loaded.train.data_paths()) if loaded.train else ""
     out.print(f"[green]ok[/] {spec}: kind {loaded.kind}, name {loaded.name}, {what}", highlight=False)
@@ -110,6 +112,10 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
                 from pipelines.classifier_run import ClassifierRun
 
                 manifest = ClassifierRun(loaded, run_dir, reporter).execute()
+            elif loaded.kind == "pretrain":
+                from pipelines.pretrain_run import PretrainRun
+
+                manifest = PretrainRun(loaded, run_dir, reporter, num_cpus=session.num_cpus).execute()
             else:
                 manifest = CurateRun(loaded, run_dir, reporter, num_cpus=session.num_cpus,
                                      local=session.started_here).execute()

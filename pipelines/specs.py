@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curation.ingest.base import InputConfig, registered_readers
 from curation.operator import Op, OpConfig, registered_ops
@@ -73,7 +73,125 @@ class ClassifierSpec(BaseModel):
     ray: RaySettings = RaySettings()
 
 
-KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec, "classifier": ClassifierSpec}
+# --------------------------------------------------------------------------------------------------
+# kind: pretrain (defaults and their sources: training/lightning_module.py, training/schedule.py)
+
+
+class PretrainModelSettings(BaseModel):
+    """A preset (``training.model.PRESETS``) with field overrides, or every field given. The
+    vocabulary size always comes from the shards' tokenizer; ``max_seq_len`` defaults to the
+    shards' ``seq_len``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "gpt2-124m", "llama-350m"] | None = "tiny"
+    arch: Literal["gpt2", "llama"] | None = None
+    max_seq_len: int | None = Field(None, ge=1)
+    n_layer: int | None = Field(None, ge=1)
+    n_head: int | None = Field(None, ge=1)
+    n_kv_head: int | None = Field(None, ge=1)
+    d_model: int | None = Field(None, ge=1)
+    d_ff: int | None = Field(None, ge=1)
+    tie_embeddings: bool | None = None
+    dropout: float | None = Field(None, ge=0, lt=1)
+    rope_theta: float | None = Field(None, gt=0)
+    norm_eps: float | None = Field(None, gt=0)
+    bias: bool | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(exclude={"preset"}).items() if v is not None}
+
+
+class PretrainOptimizer(BaseModel):
+    """AdamW; defaults of GPT-3 / nanoGPT (betas 0.9/0.95, weight decay 0.1, clip 1.0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(6e-4, gt=0, description="peak learning rate")
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.1, ge=0, description="on matrices only; norms and biases are not decayed")
+    grad_clip: float | None = Field(1.0, gt=0, description="max global gradient norm; null = no clipping")
+
+
+class PretrainSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int | None = Field(None, ge=0, description="linear warmup; default 2% of the steps")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final rate / peak rate (nanoGPT: 0.1)")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of the steps spent decaying "
+                                  "(Hägele et al. 2024: a 20% cooldown matches cosine)")
+
+
+class PretrainBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    micro_batch: int = Field(8, ge=1, description="rows per worker per forward/backward")
+    global_batch_tokens: int | None = Field(None, ge=1, description="tokens per optimizer step over all "
+                                            "workers; a multiple of micro_batch × seq_len × num_workers "
+                                            "(the factor is the gradient accumulation). Default: no accumulation")
+
+
+class PretrainScaling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU with use_gpu)")
+    use_gpu: bool = False
+    cpus_per_worker: float | None = Field(None, gt=0, description="default 1, or a fraction of the node "
+                                          "when the cluster has too few CPUs to leave one for reading data")
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    max_failures: int = Field(2, ge=-1, description="worker failures retried from the last checkpoint "
+                              "(ray.train.FailureConfig; -1 = unlimited)")
+
+
+class PretrainSpec(BaseModel):
+    """``kind: pretrain``: train a decoder-only model on token shards with Ray Train + Lightning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pretrain"]
+    name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
+    description: str = ""
+    data: str = Field(description="a shards folder (holding manifest.json) or a curate run directory "
+                      "holding shards/; relative to the spec file")
+    model: PretrainModelSettings = PretrainModelSettings()
+    optimizer: PretrainOptimizer = PretrainOptimizer()
+    schedule: PretrainSchedule = PretrainSchedule()
+    batch: PretrainBatch = PretrainBatch()
+    precision: Literal["32", "bf16-mixed"] = "32"
+    compile: bool = Field(False, description="torch.compile the model")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps (or give max_tokens)")
+    max_tokens: int | None = Field(None, ge=1, description="training tokens; steps = max_tokens / global batch tokens")
+    eval_every: int = Field(100, ge=0, description="steps between val-loss evaluations (0 = never)")
+    eval_batches: int = Field(20, ge=1, description="val micro-batches per worker per evaluation")
+    checkpoint_every: int = Field(100, ge=1)
+    keep: int | None = Field(3, ge=1, description="checkpoints kept (newest); null = all")
+    seed: int = 1337
+    block_cross_document_attention: bool = Field(True, description="tokens attend only within their own "
+                                                 "document of a packed row")
+    log_every: int = Field(10, ge=1, description="steps between progress lines (every step is in the CSV)")
+    scaling: PretrainScaling = PretrainScaling()
+    ray: RaySettings = RaySettings()
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _preset_shorthand(cls, value: Any) -> Any:
+        return {"preset": value} if isinstance(value, str) else value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "PretrainSpec":
+        if (self.max_steps is None) == (self.max_tokens is None):
+            raise ValueError("give exactly one of max_steps and max_tokens")
+        return self
+
+
+KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec, "classifier": ClassifierSpec, "pretrain": PretrainSpec}
 
 
 @dataclass(frozen=True)
@@ -194,6 +312,11 @@ def validate_spec(data: Any, source: SourceMap, base_dir: str = ".") -> LoadedSp
 
         train = _validate_model(ClassifierTrainConfig, data["train"], ("train",), source, issues)
         loaded.train = train.with_base_dir(base_dir) if train is not None else None
+    if kind == "pretrain" and model is not None:
+        from pipelines.pretrain_run import check_against_shards
+
+        loaded.model = model.model_copy(update={"data": resolve_path(model.data, base_dir)})
+        issues += check_against_shards(loaded.model, source)
     if issues:
         raise SpecError(issues)
     return loaded

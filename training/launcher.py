@@ -1,0 +1,219 @@
+"""Ray Train + Lightning: one ``TorchTrainer`` whose workers each run a Lightning ``Trainer`` with
+Ray's strategy (``RayDDPStrategy`` / ``RayFSDPStrategy``), ``RayLightningEnvironment`` and
+``prepare_trainer``, fed from Ray Data datasets through ``get_dataset_shard(...).iter_torch_batches``.
+
+Resume: checkpoints are reported through ``ray.train.report`` into
+``RunConfig(storage_path=<run>, name="checkpoints")``, so Ray Train's own restore (rerunning with
+the same RunConfig; Train V2 has no ``Trainer.restore``) and ``FailureConfig`` retries hand the
+newest checkpoint to ``ray.train.get_checkpoint()``. The driver opens the row stream where the newest
+complete checkpoint on disk left off; a worker that gets a newer checkpoint from Ray (a retry inside
+the same ``fit``) skips the extra rows itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from training.shards import ShardSet, StreamSlice, read_rows, stream_from
+
+CHECKPOINTS_DIR = "checkpoints"
+METRICS_CSV = "metrics/train.csv"
+TENSORBOARD_DIR = "metrics/tb"
+
+
+@dataclass
+class TrainPlan:
+    """Everything a worker needs, as plain data (it travels in ``train_loop_config``)."""
+
+    model_config: dict[str, Any]
+    optim: dict[str, Any]
+    schedule: dict[str, Any]
+    max_steps: int
+    micro_batch: int
+    accumulate: int
+    num_workers: int
+    seq_len: int
+    seed: int
+    block_documents: bool
+    precision: str
+    compile: bool
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+    log_every: int
+    strategy: str
+    use_gpu: bool
+    torch_threads: int
+    flops_per_token: float
+    run_location: str  # local path or URI of the run directory
+    shards_location: str
+    # where the driver opened the row stream
+    data_start_step: int = 0
+    data_skip_rows: int = 0
+    resume_path: str | None = None
+
+    @property
+    def global_rows(self) -> int:
+        return self.micro_batch * self.accumulate * self.num_workers
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainPlan":
+        return cls(**data)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """The per-worker training function (runs inside a Ray Train worker)."""
+    import lightning.pytorch as pl
+    import pyarrow.fs as pafs
+    import ray.train
+    import torch
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from ray.train.lightning import RayDDPStrategy, RayFSDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    from training.checkpoint import load_model
+    from training.lightning_module import OptimConfig, PretrainModule, ScheduleConfig
+    from training.metrics import MetricsCsv, peak_flops
+    from training.model import ModelConfig
+    from training.progress import PretrainProgress
+    from training.resume import read_state
+    from training.shards import RankBatches
+
+    plan = TrainPlan.from_dict(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(plan.torch_threads)
+    local_fs = pafs.LocalFileSystem()
+
+    resume_step, resume_dir, resume_state, held = _resume_point(plan, ray.train.get_checkpoint(), local_fs)
+    try:
+        if resume_state is not None and int(resume_state["world_size"]) != world:
+            raise RuntimeError(f"the checkpoint at step {resume_step} was written by {resume_state['world_size']} "
+                               f"workers, this run has {world}; exact resume needs the same number")
+        model_config = ModelConfig.from_dict(plan.model_config)
+        torch.manual_seed(plan.seed)  # the same initial weights on every rank
+        module = PretrainModule(model_config, OptimConfig(**plan.optim), ScheduleConfig(**plan.schedule),
+                                plan.max_steps, plan.block_documents, plan.compile)
+        if resume_dir is not None:
+            restored, _ = load_model(resume_dir)
+            module.model.load_state_dict(restored.state_dict())
+        else:
+            torch.manual_seed(plan.seed + 1_000_003 * (rank + 1))  # per-rank dropout streams
+
+        skip = plan.data_skip_rows + (resume_step - plan.data_start_step) * plan.global_rows
+        train_batches = RankBatches(ray.train.get_dataset_shard("train"), world, rank, plan.micro_batch, skip)
+        val_shard = ray.train.get_dataset_shard("val") if plan.eval_every else None
+        val_batches = (RankBatches(val_shard, world, rank, plan.micro_batch, limit_rounds=plan.eval_batches)
+                       if val_shard is not None else None)
+
+        run_fs, run_root = _open(plan.run_location)
+        csv = MetricsCsv(run_fs, posixpath.join(run_root, METRICS_CSV), resume_step) if rank == 0 else None
+        device_name = torch.cuda.get_device_name() if plan.use_gpu and torch.cuda.is_available() else None
+        progress = PretrainProgress(plan, rank, world, resume_step, resume_dir, resume_state, val_batches, csv,
+                                    peak_flops(device_name, plan.precision))
+        strategy = RayFSDPStrategy() if plan.strategy == "fsdp" else RayDDPStrategy(find_unused_parameters=False)
+        logger = TensorBoardLogger(save_dir=_tensorboard_dir(plan.run_location), name="", version="")
+        trainer = pl.Trainer(
+            max_steps=plan.max_steps - resume_step, max_epochs=-1, accumulate_grad_batches=plan.accumulate,
+            precision=plan.precision, accelerator="gpu" if plan.use_gpu else "cpu", devices="auto",
+            strategy=strategy, plugins=[RayLightningEnvironment()], callbacks=[progress], logger=logger,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
+            log_every_n_steps=plan.log_every, default_root_dir=tempfile_root())
+        trainer = prepare_trainer(trainer)
+        if plan.max_steps > resume_step:
+            trainer.fit(module, train_dataloaders=train_batches)
+    finally:
+        if held is not None:
+            held.__exit__(None, None, None)
+
+
+def _resume_point(plan: TrainPlan, ray_checkpoint: Any, local_fs: Any) -> tuple[int, str | None, dict | None, Any]:
+    """The newest of Ray's checkpoint (restored run or retry) and the one the driver found on disk."""
+    from training.resume import read_state
+
+    candidates = []
+    held = None
+    if ray_checkpoint is not None:
+        held = ray_checkpoint.as_directory()
+        path = held.__enter__()
+        try:
+            state = read_state(local_fs, path)
+            candidates.append((int(state["step"]), path, state))
+        except (FileNotFoundError, OSError, KeyError, ValueError):
+            pass
+    if plan.resume_path:
+        fs, path = _open(plan.resume_path)
+        if isinstance(fs, type(local_fs)):
+            state = read_state(fs, path)
+            candidates.append((int(state["step"]), path, state))
+    if not candidates:
+        return 0, None, None, held
+    step, path, state = max(candidates, key=lambda c: c[0])
+    return step, path, state, held
+
+
+def _open(location: str) -> tuple[Any, str]:
+    import pyarrow.fs as pafs
+
+    if "://" in location:
+        fs, path = pafs.FileSystem.from_uri(location)
+        return fs, path.rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def _tensorboard_dir(run_location: str) -> str:
+    return run_location.rstrip("/") + "/" + TENSORBOARD_DIR
+
+
+def tempfile_root() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+# --------------------------------------------------------------------------------------------------
+# driver side
+
+
+def open_stream(plan: TrainPlan, shards: ShardSet) -> StreamSlice:
+    """Rows still to train on, from the newest complete checkpoint on disk (or the start)."""
+    return stream_from(shards, plan.seed, plan.data_start_step * plan.global_rows,
+                       (plan.max_steps - plan.data_start_step) * plan.global_rows)
+
+
+def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures: int, keep: int | None) -> Any:
+    """Run the ``TorchTrainer`` to ``plan.max_steps``; returns Ray Train's ``Result``."""
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    stream = open_stream(plan, shards)
+    plan = dataclasses.replace(plan, data_skip_rows=stream.skip_rows)
+    datasets = {"train": read_rows(shards.fs, stream.files, plan.block_documents)}
+    if plan.eval_every and shards.val:
+        datasets["val"] = read_rows(shards.fs, [f.path for f in shards.val], plan.block_documents)
+    else:
+        plan = dataclasses.replace(plan, eval_every=0)
+    resources = {"CPU": cpus_per_worker}
+    if plan.use_gpu:
+        resources["GPU"] = 1
+    run_fs, run_root = _open(plan.run_location)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=dataclasses.asdict(plan),
+        scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=CHECKPOINTS_DIR, storage_path=plan.run_location if "://" in plan.run_location else run_root,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep)),
+        datasets=datasets,
+        # Unsplit and in order: each worker cuts its own rows from the one ordered stream (RankBatches).
+        dataset_config=ray.train.DataConfig(datasets_to_split=[],
+                                            execution_options=ExecutionOptions(preserve_order=True)),
+    )
+    return trainer.fit()
