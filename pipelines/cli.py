@@ -259,6 +259,62 @@ class RichReporter(Reporter):
                   f"({record['seconds']:.1f}s)", highlight=False)
 
 
+@app.command()
+def generate(checkpoint: Path = typer.Argument(..., help="checkpoint directory (model.safetensors + model_config.json)"),
+             prompt: list[str] = typer.Option(..., "--prompt", help="prompt text (repeatable; prompts decode as one batch)"),
+             temperature: float = typer.Option(0.8, help="0 = greedy; default 0.8 as litgpt's generate"),
+             top_k: Optional[int] = typer.Option(50, "--top-k", help="sample among the k likeliest tokens (litgpt's default 50); 0 = off"),
+             top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus sampling: smallest set of tokens with this much probability"),
+             max_tokens: int = typer.Option(64, "--max-tokens", help="new tokens per prompt at most"),
+             stop: list[str] = typer.Option([], "--stop", help="stop string (repeatable); the text ends before it"),
+             seed: Optional[int] = typer.Option(None, "--seed", help="seed for reproducible sampling"),
+             tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: the checkpoint's, then <run>/tokenizer/)"),
+             device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda"),
+             as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt on stdout")) -> None:
+    """Continue prompts with a checkpoint's model (KV-cache decoding)."""
+    from tokenizers import Tokenizer
+
+    from training.checkpoint import find_tokenizer, load_model
+    from training.generate import SamplingParams, generate_text
+
+    try:
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k or None,
+                                top_p=top_p, seed=seed)
+        model, _ = load_model(checkpoint, device=device)
+        tok = Tokenizer.from_file(str(tokenizer or find_tokenizer(checkpoint)))
+        completions = generate_text(model, tok, prompt, params, stop=stop)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]generate failed[/]: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
+    for c in completions:
+        if as_json:
+            sys.stdout.write(json.dumps({"prompt": c.prompt, "text": c.text, "finish_reason": c.finish_reason,
+                                         "tokens": c.tokens}, ensure_ascii=False) + "\n")
+        else:
+            out.print(f"[dim]{escape(c.prompt)}[/]{escape(c.text)}  [dim]({c.finish_reason})[/]", highlight=False)
+
+
+@app.command()
+def export(checkpoint: Path = typer.Argument(..., help="checkpoint directory (model.safetensors + model_config.json)"),
+           format_: str = typer.Option("hf", "--format", help="hf: a transformers model directory"),
+           out_dir: Path = typer.Option(..., "--out", help="output directory (must not exist or be empty)"),
+           tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: the checkpoint's, then <run>/tokenizer/)"),
+           dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16")) -> None:
+    """Export a checkpoint for another library (hf: GPT2LMHeadModel / LlamaForCausalLM + tokenizer)."""
+    if format_ != "hf":
+        err.print(f"[red]unknown export format {format_!r}[/]; supported: hf")
+        raise typer.Exit(EXIT_SPEC_ERROR)
+    from training.export import export_hf
+
+    try:
+        written = export_hf(checkpoint, out_dir, tokenizer_path=tokenizer, dtype=dtype)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        err.print(f"[red]export failed[/]: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
+    out.print(f"[green]exported[/] {checkpoint} → {written} (transformers: AutoModelForCausalLM.from_pretrained)",
+              highlight=False)
+
+
 def main() -> None:
     app()
 
