@@ -140,5 +140,12 @@ def test_gristmill_generate_cli_on_a_run_checkpoint(tmp_path, tokenizer):
     expected = generate_text(model, tokenizer, ["ROMEO:", "To be, or not"], SamplingParams(max_new_tokens=9, temperature=0))
     assert [(r["prompt"], r["text"], r["tokens"]) for r in lines] == [(e.prompt, e.text, e.tokens) for e in expected]
 
-    bad = run_gristmill("generate", str(tmp_path / "nope"), "--prompt", "x", check=False, env=ONE_THREAD)
-    assert bad.returncode == 2 and "model_config.json" in bad.stderr
+    # Error paths in-process (same Typer app, no subprocess start-up).
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    bad = CliRunner().invoke(app, ["generate", str(tmp_path / "nope"), "--prompt", "x"])
+    assert bad.exit_code == 2 and "model_config.json" in bad.output
+    bad = CliRunner().invoke(app, ["generate", str(ckpt), "--prompt", "x", "--top-p", "1.5"])
+    assert bad.exit_code == 2 and "top_p" in bad.output
