@@ -131,6 +131,14 @@ def split_bars(items: Sequence[tuple[str, int, int]], width: int = 760, label_w:
 # ------------------------------------------------------------------------------------ histograms
 
 
+def _round_tick(value: float, span: float) -> float:
+    """A tick label with the precision the axis needs (0.000001 on a 0–1 axis reads as 0)."""
+    if span <= 0 or not math.isfinite(span):
+        return value
+    digits = max(0, 2 - math.floor(math.log10(span)))
+    return round(value, digits)
+
+
 def _position(x: float, edges: Sequence[float], log: bool) -> float | None:
     """Where ``x`` falls, in bin units (0 = left edge of the first bin); None outside the bins."""
     if not edges or x < edges[0] or x > edges[-1]:
@@ -153,7 +161,7 @@ def histogram(edges: Sequence[float], series: Sequence[tuple[str, Sequence[float
     nbins = len(edges) - 1
     if nbins <= 0:
         return ""
-    left, right, top_pad, bottom = 52, 12, 14, 40
+    left, right, top_pad, bottom = 52, 26, 14, 40
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     totals = [sum(s[1][i] for s in series) for i in range(nbins)] if stacked else \
         [max(s[1][i] for s in series) for i in range(nbins)]
@@ -195,7 +203,7 @@ def histogram(edges: Sequence[float], series: Sequence[tuple[str, Sequence[float
         else:
             value = edges[i]
         body.append(f'<line x1="{x:.1f}" y1="{top_pad + plot_h}" x2="{x:.1f}" y2="{top_pad + plot_h + 4}" stroke="#999"/>')
-        body.append(_text(x, top_pad + plot_h + 16, fmt_compact(value), "middle", "#555", 11))
+        body.append(_text(x, top_pad + plot_h + 16, fmt_compact(_round_tick(value, edges[-1] - edges[0])), "middle", "#555", 11))
     if log:
         body.append(_text(left + plot_w, top_pad + plot_h + 32, "log scale", "end", "#888", 10))
     for value, label in markers:

@@ -21,7 +21,7 @@ def build(ctx: RunContext) -> Section | None:
             removed[lang] = removed.get(lang, 0) + n
     if not seen:
         return None
-    langs = sorted(set(kept) | set(removed), key=lambda lang: -(kept.get(lang, 0) + removed.get(lang, 0)))
+    langs = sorted(set(kept) | set(removed), key=lambda lang: (-(kept.get(lang, 0) + removed.get(lang, 0)), lang))
     rows = [{"lang": lang, "kept": kept.get(lang, 0), "removed": removed.get(lang, 0)} for lang in langs]
     stats = {"languages": rows, "distinct": len(langs)}
     body = figure(split_bars([(r["lang"], r["kept"], r["removed"]) for r in rows[:TOP]], label_w=120,

@@ -60,12 +60,14 @@ def build(ctx: RunContext) -> Section | None:
                             f"found {checked['files_found']} files with {checked['rows_in_files']} rows")
         counts = checked["documents_starting_per_row"]
         if sum(counts):
-            edges = [i - 0.5 for i in range(MAX_STARTS + 2)]
-            figures.append(figure(histogram(edges, [("rows", counts, NEUTRAL)], integer=True, y_label="rows",
+            used = max(i for i, c in enumerate(counts) if c) + 1
+            edges = [i - 0.5 for i in range(max(used, 4) + 1)]
+            figures.append(figure(histogram(edges, [("rows", counts[:len(edges) - 1], NEUTRAL)], integer=True, y_label="rows",
                                             title=f"documents starting per row, {name}"),
                                   caption_html=f"<b>{esc(name)}</b>: documents starting in each packed row "
-                                               f"(0 = a row inside one long document; last bar = {MAX_STARTS}+)"))
-    head = table(["", "value"], [("sequence length", seq_len), ("dtype", m.get("dtype")), ("vocabulary", tok.get("vocab_size")),
+                                               f"(0 = a row inside one long document"
+                                               + (f"; last bar = {MAX_STARTS}+)" if used > MAX_STARTS else ")")))
+    head = table([], [("sequence length", seq_len), ("dtype", m.get("dtype")), ("vocabulary", tok.get("vocab_size")),
                                  ("tokens dropped by packing", m.get("dropped_tokens")),
                                  ("validation fraction", m.get("val_fraction")), ("seed", m.get("seed")),
                                  ("tokenizer sha256", (tok.get("sha256") or "")[:16])], numeric=(1,), cls="kv")

@@ -52,5 +52,5 @@ def build(ctx: RunContext) -> Section | None:
     if val_pts:
         series.append(("validation loss", [p[0] for p in val_pts], [p[1] for p in val_pts], RUN_B))
     body = figure(line_chart(series, y_label="loss", title="loss"), "Loss by optimizer step")
-    body += table(["", "value"], [(k, fmt_num(v)) for k, v in last.items()], numeric=(1,), cls="kv")
+    body += table([], [(k, fmt_num(v)) for k, v in last.items()], numeric=(1,), cls="kv")
     return Section(KEY, TITLE, stats, body)
