@@ -108,6 +108,42 @@ class GlobalOp(Op):
         raise NotImplementedError
 
 
+class SinkOp(Op):
+    """Consumes the kept documents at the end of a curate run and writes artifacts of its own
+    (a tokenizer, token shards) beside ``data/``. A sink is not a filter: it never changes
+    ``data/`` or ``rejected/``, so sink steps may only close a spec's ``steps``."""
+
+    kind: ClassVar[str] = "sink"
+
+    def outputs(self, upstream: list[str]) -> list[str]:
+        """Run-directory folders this step owns (cleared when its config changes). ``upstream`` names
+        the ops of the sink steps before it in the same spec."""
+        raise NotImplementedError
+
+    def run(self, context: "SinkContext") -> dict[str, Any]:
+        """Read ``context.input_dir``, write the outputs atomically, return counts for the manifest
+        (at least ``in``: the documents consumed)."""
+        raise NotImplementedError
+
+
+@dataclass
+class SinkContext:
+    """What a sink may use: the run directory (location as the user gave it, and its filesystem
+    path), the kept documents' folder, a scratch folder, the cluster size, and a way to talk."""
+
+    run_location: str
+    run_root: str
+    filesystem: Any
+    input_dir: str  # relative to the run directory ("data")
+    work_dir: str  # relative to the run directory
+    documents: int  # rows in input_dir, from the stage before
+    num_cpus: float
+    local: bool
+    compression: str
+    upstream: list[str]
+    note: Any = print
+
+
 @dataclass
 class GlobalContext:
     """What a global op may use besides its input: a scratch folder in the run directory (for
@@ -171,3 +207,4 @@ def load_builtin_ops() -> None:
     from curation.crawl import reader  # noqa: F401
     from curation.ingest import files, warc  # noqa: F401
     from curation.quality import c4, fineweb, gopher  # noqa: F401
+    from curation.tokenize import op as tokenize_op  # noqa: F401

@@ -1,0 +1,163 @@
+"""Encoding and packing, one *group* of kept-documents Parquet files at a time, in a Ray actor pool.
+
+The sorted data files are cut into contiguous groups of similar size (:func:`group_files`). Each
+actor loads the tokenizer once, then for every group it is handed: reads the files in record
+batches, splits each batch into train / val by text hash, encodes each part with one
+``encode_batch_fast`` call (the tokenizers Rust pool; no offsets are computed), packs the ids with a
+:class:`~curation.tokenize.pack.DocumentPacker` per split (the unfinished row carries over from file
+to file), and writes the rows, sorted by a per-row shuffle key, to
+``<work>/packed/<split>-u<group>.parquet``. It returns one summary row per (group, split): the driver sees counts, never tokens.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from itertools import chain
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.ingest.listing import filesystem_for
+from curation.tokenize.pack import TOKEN_DTYPE, DocumentPacker, PackedRows
+from curation.tokenize.split import val_mask
+from curation.tokenize.train import for_documents, load_tokenizer, special_token_ids
+
+SPLITS = ("train", "val")
+SUMMARY_SCHEMA = pa.schema([
+    ("unit", pa.int64()), ("split", pa.string()), ("file", pa.string()), ("documents_in", pa.int64()),
+    ("tokens_in", pa.int64()), ("rows", pa.int64()), ("documents", pa.int64()),
+    ("dropped_tokens", pa.int64()), ("dropped_documents", pa.int64()),
+])
+PACKED_SCHEMA = pa.schema([("key", pa.int64()), ("input_ids", pa.list_(pa.int32())),
+                           ("doc_starts", pa.list_(pa.int32()))])
+
+
+def encode_texts(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``texts`` back to back (int32) and the per-document counts."""
+    if not texts:
+        return np.zeros(0, TOKEN_DTYPE), np.zeros(0, np.int64)
+    ids = [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), dtype=TOKEN_DTYPE, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mixer (Steele et al., SplitMix64): consecutive inputs → uniform keys."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def shuffle_keys(seed: int, split: str, unit: int, first_row: int, n: int) -> np.ndarray:
+    """Sort keys for rows ``first_row .. first_row + n`` of one (file, split): a function of the seed
+    and the row's identity only, so the global shuffle is the same on every rerun. Non-negative
+    int64 so every engine sorts them the same way."""
+    stream = (seed & 0xFFFFFFFF) << 32 | SPLITS.index(split) << 31 | (unit & 0x7FFFFFFF)
+    base = _splitmix64(np.array([stream], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        rows = np.arange(first_row, first_row + n, dtype=np.uint64) + base
+    return (_splitmix64(rows) >> np.uint64(1)).astype(np.int64)
+
+
+class _SplitWriter:
+    """Collects one (group, split)'s packed rows and writes them sorted by shuffle key, in small row
+    groups, so a shard writer reading one key range skips the rest by row-group statistics. A group
+    is bounded (``group_mb``), so its rows fit in a worker's memory."""
+
+    ROW_GROUP_ROWS = 1024
+
+    def __init__(self, fs, folder: str, split: str, unit: int, seed: int, compression: str):
+        self.fs, self.split, self.unit, self.seed = fs, split, unit, seed
+        self.final = posixpath.join(folder, f"{split}-u{unit:06d}.parquet")
+        self.tmp = posixpath.join(folder, f".tmp-{uuid.uuid4().hex[:8]}-{split}-u{unit:06d}.parquet")
+        self.compression = None if compression == "none" else compression
+        self.tables: list[pa.Table] = []
+        self.rows = self.documents = 0
+
+    def write(self, packed: PackedRows) -> None:
+        if packed.num_rows == 0:
+            return
+        keys = shuffle_keys(self.seed, self.split, self.unit, self.rows, packed.num_rows)
+        self.tables.append(packed.to_arrow().add_column(0, "key", pa.array(keys, pa.int64())).cast(PACKED_SCHEMA))
+        self.rows += packed.num_rows
+        self.documents += packed.num_documents
+
+    def close(self) -> str | None:
+        if not self.tables:
+            return None
+        table = pa.concat_tables(self.tables).sort_by("key")
+        self.tables = []
+        pq.write_table(table, self.tmp, filesystem=self.fs, compression=self.compression,
+                       row_group_size=self.ROW_GROUP_ROWS)
+        self.fs.move(self.tmp, self.final)
+        return self.final
+
+
+def group_files(files: list[str], sizes: list[int], workers: int, group_bytes: int) -> list[list[str]]:
+    """Contiguous groups of the (sorted) files, balanced by bytes: at least one per worker (so every
+    actor has work), more when the data exceed ``group_bytes`` per group. Each group drops at most one
+    unfinished row per split, so fewer, larger groups lose fewer tokens."""
+    if not files:
+        return []
+    total = max(1, sum(sizes))
+    n_groups = min(len(files), max(workers, -(-total // group_bytes)))
+    groups: list[list[str]] = [[] for _ in range(n_groups)]
+    before = 0
+    for file, size in zip(files, sizes):
+        # a file goes to the group its first byte falls in
+        groups[min(n_groups - 1, before * n_groups // total)].append(file)
+        before += size
+    return [g for g in groups if g]
+
+
+class EncodePackFiles:
+    """Ray Data actor: ``{unit, locations}`` rows in (a group of files), one summary row per
+    (group, split) out."""
+
+    def __init__(self, tokenizer_json: bytes, seq_len: int, val_fraction: float, seed: int, batch_docs: int,
+                 packed_location: str, compression: str):
+        self.tokenizer = for_documents(load_tokenizer(tokenizer_json))
+        self.eos_id = special_token_ids(self.tokenizer)["eos_id"]
+        self.seq_len, self.val_fraction, self.seed, self.batch_docs = seq_len, val_fraction, seed, batch_docs
+        self.fs, self.folder = filesystem_for(packed_location)
+        self.compression = compression
+        self.fs.create_dir(self.folder, recursive=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows: list[dict] = []
+        for unit, locations in zip(batch.column("unit").to_pylist(), batch.column("locations").to_pylist()):
+            rows += self.encode_group(unit, locations)
+        return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
+
+    def _texts(self, locations: list[str]):
+        """The group's documents in record batches of ``batch_docs`` (fewer at the end of a file)."""
+        for location in locations:
+            fs, path = filesystem_for(location)
+            parquet = pq.ParquetFile(fs.open_input_file(path))
+            for record_batch in parquet.iter_batches(batch_size=self.batch_docs, columns=["text"]):
+                yield record_batch.column(0)
+
+    def encode_group(self, unit: int, locations: list[str]) -> list[dict]:
+        packers = {s: DocumentPacker(self.seq_len, self.eos_id) for s in SPLITS}
+        writers = {s: _SplitWriter(self.fs, self.folder, s, unit, self.seed, self.compression) for s in SPLITS}
+        for texts in self._texts(locations):
+            is_val = val_mask(texts, self.val_fraction)
+            for split, mask in (("train", ~is_val), ("val", is_val)):
+                if not mask.any():
+                    continue
+                flat, lengths = encode_texts(self.tokenizer, texts.filter(pa.array(mask)).to_pylist())
+                writers[split].write(packers[split].add(flat, lengths))
+        out = []
+        for split in SPLITS:
+            dropped_tokens, dropped_documents = packers[split].finish()
+            file = writers[split].close()
+            out.append({"unit": unit, "split": split, "file": file, "documents_in": packers[split].documents_in,
+                        "tokens_in": packers[split].tokens_in, "rows": writers[split].rows,
+                        "documents": writers[split].documents, "dropped_tokens": dropped_tokens,
+                        "dropped_documents": dropped_documents})
+        return out
