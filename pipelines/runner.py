@@ -19,7 +19,7 @@ import ray
 
 from curation.ingest.base import get_reader
 from curation.ingest.listing import InputFile, list_inputs
-from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, get_op
+from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, SinkContext, get_op
 from pipelines.errors import RunError
 from pipelines.manifest import Manifest
 from pipelines.planner import DATA_DIR, INGEST_LABEL, Stage, plan_stages
@@ -75,6 +75,8 @@ class CurateRun:
             previous = stages[i - 1] if i else None
             if stage.kind == "stream":
                 record = self._run_stream(stage, previous, listing, resolved, manifest)
+            elif stage.kind == "sink":
+                record = self._run_sink(stage, [s for s in stages[:i] if s.kind != "sink"][-1], manifest)
             else:
                 record = self._run_global(stage, previous, manifest)
             self.reporter.stage_finished(stage, record)
@@ -124,6 +126,8 @@ class CurateRun:
 
     def _clear_stage_outputs(self, record: dict[str, Any]) -> None:
         self.run.delete_dir(record["output_dir"])
+        for folder in record.get("outputs", []):  # a sink's folders (tokenizer/, shards/)
+            self.run.delete_dir(folder)
         for label in record.get("rejected", []):
             self.run.delete_dir(f"rejected/{label}")
         self.run.delete_dir(progress_dir(record["id"]))
@@ -307,6 +311,36 @@ class CurateRun:
         manifest.save(self.run)
         return record
 
+    # -------------------------------------------------------------------------------- sink stages
+
+    def _run_sink(self, stage: Stage, data_stage: Stage, manifest: Manifest) -> dict[str, Any]:
+        """A sink reads the kept documents (data/) and writes its own folders; it is re-run whole."""
+        record = manifest.stage(stage.id)
+        if record is None or record["hash"] != stage.hash:
+            record = {**self._new_record(stage), "outputs": stage.outputs}
+            manifest.put_stage(record)
+            manifest.save(self.run)
+        for folder in stage.outputs + [f"work/{stage.id}"]:
+            self.run.delete_dir(folder)
+        step = stage.steps[0]
+        op = step.op_class(step.config, step_label=step.label)
+        self.reporter.stage_started(stage, 1, 1, 0)
+        started = time.time()
+        data_record = manifest.stage(data_stage.id)
+        ctx = SinkContext(run_location=self.run.location, run_root=self.run.root, filesystem=self.run.fs,
+                          input_dir=data_stage.output_dir, work_dir=f"work/{stage.id}",
+                          documents=data_record["counts"]["kept"] if data_record else 0, num_cpus=self.num_cpus,
+                          local=self.local, compression=self.spec.model.output.compression,
+                          upstream=stage.upstream, note=self.reporter.note)
+        try:
+            counts = op.run(ctx)
+        except ValueError as exc:
+            raise RunError(f"stage {stage.id}: {exc}") from None
+        record.update(status="done", finished=now(), counts=counts, seconds=round(time.time() - started, 3))
+        manifest.put_stage(record)
+        manifest.save(self.run)
+        return record
+
     def _fs_for_ray(self):
         return None if "://" in self.run.location else self.run.fs
 
@@ -401,6 +435,7 @@ def stage_counts(stage: Stage, rows_in: int, outputs: dict[str, dict[str, int]])
 
 def totals(stage_records: list[dict[str, Any]]) -> dict[str, Any]:
     """The whole run's identity: read = kept + rejected + quarantined."""
+    stage_records = [r for r in stage_records if r.get("kind") != "sink"]  # sinks keep and reject nothing
     if not stage_records:
         return {}
     first, last = stage_records[0]["counts"], stage_records[-1]["counts"]

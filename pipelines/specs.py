@@ -376,7 +376,20 @@ def _validate_steps(entries: list[Any], source: SourceMap, issues: list[SpecIssu
         seen[name] = seen.get(name, 0) + 1
         label = name if seen[name] == 1 else f"{name}_{seen[name]}"
         steps.append(Step(i, name, label, model))
+    _check_sinks_last(steps, source, issues)
     return steps
+
+
+def _check_sinks_last(steps: list[Step], source: SourceMap, issues: list[SpecIssue]) -> None:
+    """Sinks (tokenize …) consume the kept documents; a filter after one would have nothing to filter."""
+    sink = None
+    for step in steps:
+        if getattr(step.op_class, "kind", "") == "sink":
+            sink = step
+        elif sink is not None:
+            issues.append(source.issue(("steps", step.index), f"{step.label!r} comes after {sink.label!r}; "
+                                       f"{sink.label!r} writes outputs of its own from the kept documents, so it "
+                                       "(and any other sink step) must close `steps`"))
 
 
 def _validate_model(model_cls: type[BaseModel], data: dict[str, Any], prefix: Path, source: SourceMap,
