@@ -78,6 +78,18 @@ def runs(ray_address, tmp_path_factory):
     return {"a": a, "b": b, "stdout_a": proc_a.stdout}
 
 
+def report_cli(*args: str):
+    """`gristmill report …` in this process (the command's own code, without a second interpreter
+    start-up: the run itself is what goes through a subprocess)."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, ["report", *args])
+    result.text = result.output  # stdout and stderr, interleaved (click ≥ 8.2)
+    return result
+
+
 def _stats(run: Path) -> dict:
     return json.loads((run / "report" / "stats.json").read_text())
 
@@ -205,20 +217,20 @@ def test_report_command_rebuilds_the_same_stats(runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(runs["a"], run)
     shutil.rmtree(run / "report")
-    proc = run_gristmill("report", str(run))
-    assert "report:" in proc.stdout
+    proc = report_cli(str(run))
+    assert proc.exit_code == 0 and "report:" in proc.text, proc.text
     old, new = _stats(runs["a"])["sections"], _stats(run)["sections"]
     for key in ("funnel", "reasons", "scores", "languages", "lengths", "domains", "pii", "samples"):
         assert old[key] == new[key], key
-    bad = run_gristmill("report", str(tmp_path / "nothing-here"), check=False)
-    assert bad.returncode == 2 and "not a run directory" in bad.stderr
+    bad = report_cli(str(tmp_path / "nothing-here"))
+    assert bad.exit_code == 2 and "not a run directory" in bad.text
 
 
 def test_compare_two_runs_with_different_thresholds(runs, tmp_path):
     a, b = runs["a"], runs["b"]
-    proc = run_gristmill("report", str(a), "--compare", str(b))
+    proc = report_cli(str(a), "--compare", str(b))
     html_path = a / "report" / "compare-run-b.html"
-    assert str(html_path) in proc.stdout.replace("\n", "")
+    assert proc.exit_code == 0 and "compare-run-b.html" in proc.text, proc.text
     stats = json.loads((a / "report" / "compare-run-b.json").read_text())
     changes = {(c["step"], c["field"]): (c["a"], c["b"]) for c in stats["sections"]["changes"]["changes"]}
     assert changes == {("langid", "min_score"): (0.5, 0.8), ("length_filter", "min_words"): (20, 60)}
@@ -235,7 +247,7 @@ def test_compare_two_runs_with_different_thresholds(runs, tmp_path):
     assert "A ≥ 20" in html and "B ≥ 60" in html and "A ≥ 0.5" in html and "B ≥ 0.8" in html
     # --out puts it elsewhere
     out = tmp_path / "cmp" / "a-vs-b.html"
-    run_gristmill("report", str(a), "--compare", str(b), "--out", str(out))
+    assert report_cli(str(a), "--compare", str(b), "--out", str(out)).exit_code == 0
     assert out.exists() and (tmp_path / "cmp" / "a-vs-b.json").exists()
 
 
@@ -313,7 +325,7 @@ def test_report_renders_in_chromium(runs, chromium, tmp_path):
     assert "<script" not in dom.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     compare = runs["a"] / "report" / "compare-run-b.html"
     if not compare.exists():
-        run_gristmill("report", str(runs["a"]), "--compare", str(runs["b"]))
+        report_cli(str(runs["a"]), "--compare", str(runs["b"]))
     dom, console = _load(chromium, compare, tmp_path, ARTIFACTS / "report-compare.png")
     assert console == [], console
     assert re.findall(r'<section id="([a-z_]+)"', dom) == ["changes", "funnel", "scores"]
