@@ -49,7 +49,7 @@ def build(ctx: RunContext) -> Section | None:
           ("spec hash", stats["spec_hash"]), ("steps", ", ".join(stats["steps"]) or "none"),
           ("Ray cluster", cluster),
           ("documents", f"{read:,} read → {kept.rows:,} kept ({kept.rows / read:.1%})" if read else "none")]
-    body = table([], kv, cls="kv")
+    body = table([], [(k, v) for k, v in kv if v not in ("", None)], cls="kv")
     body += "<h3>Inputs</h3>" + table(["format", "paths", "files", "bytes"],
                                       [(i["format"], ", ".join(map(str, i["paths"][:4])) + (" …" if len(i["paths"]) > 4 else ""),
                                         i["files"], i["bytes"]) for i in stats["inputs"]], numeric=(2, 3))
