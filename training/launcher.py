@@ -83,6 +83,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from training.shards import RankBatches
 
     plan = TrainPlan.from_dict(config)
+    _quiet_lightning()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(plan.torch_threads)
@@ -129,6 +130,16 @@ def train_worker(config: dict[str, Any]) -> None:
     finally:
         if held is not None:
             held.__exit__(None, None, None)
+
+
+def _quiet_lightning() -> None:
+    """Lightning's start-up banners (devices, tips) repeat on every worker; keep warnings only."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 
 def _resume_point(plan: TrainPlan, ray_checkpoint: Any, local_fs: Any) -> tuple[int, str | None, dict | None, Any]:
@@ -185,6 +196,22 @@ def open_stream(plan: TrainPlan, shards: ShardSet) -> StreamSlice:
                        (plan.max_steps - plan.data_start_step) * plan.global_rows)
 
 
+def _val_rows(plan: TrainPlan, shards: ShardSet) -> Any:
+    """The first rows of the val split that the evaluations use, materialized once in the object
+    store (not on the driver): every evaluation of every worker then reads them without starting a
+    read of its own. Read in order, so the same rows are used by a run and by its resume."""
+    from ray.data import DataContext
+
+    rows = plan.eval_batches * plan.num_workers * plan.micro_batch
+    ctx = DataContext.get_current()
+    previous = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        return read_rows(shards.fs, [f.path for f in shards.val], plan.block_documents).limit(rows).materialize()
+    finally:
+        ctx.execution_options.preserve_order = previous
+
+
 def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures: int, keep: int | None) -> Any:
     """Run the ``TorchTrainer`` to ``plan.max_steps``; returns Ray Train's ``Result``."""
     import ray.train
@@ -195,7 +222,7 @@ def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures:
     plan = dataclasses.replace(plan, data_skip_rows=stream.skip_rows)
     datasets = {"train": read_rows(shards.fs, stream.files, plan.block_documents)}
     if plan.eval_every and shards.val:
-        datasets["val"] = read_rows(shards.fs, [f.path for f in shards.val], plan.block_documents)
+        datasets["val"] = _val_rows(plan, shards)
     else:
         plan = dataclasses.replace(plan, eval_every=0)
     resources = {"CPU": cpus_per_worker}
