@@ -98,6 +98,10 @@ def test_kv_cache_chunks_equal_one_forward(fields):
         parts += [model(ids[:, t:t + 1], kv_cache=cache, start_pos=t) for t in range(9, 15)]
         parts.append(model(ids[:, 15:], kv_cache=cache, start_pos=15))
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        last = model(ids, logits_to_keep=1)
+    assert last.shape == (2, 1, 320)
+    torch.testing.assert_close(last, full[:, -1:], rtol=0, atol=1e-5)
 
 
 def test_grouped_query_attention_equals_attention_with_shared_heads():

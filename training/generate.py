@@ -133,12 +133,14 @@ def generate_tokens(
     try:
         cache = model.new_kv_cache(batch, prompt_width + steps) if use_kv_cache else None
         seg_arg = segments if padded else None
-        logits = model(ids, segment_ids=seg_arg, kv_cache=cache, start_pos=0, position_ids=positions)
+        logits = model(ids, segment_ids=seg_arg, kv_cache=cache, start_pos=0, position_ids=positions,
+                       logits_to_keep=1)
         last_pos = positions[:, -1:]
         for step in range(steps):
             next_token = sample_next_token(logits[:, -1, :], params, generator)
+            chosen = next_token.tolist()
             for row in running.nonzero().flatten().tolist():
-                token = int(next_token[row])
+                token = chosen[row]
                 rows[row].tokens.append(token)
                 if eos_id is not None and token == eos_id:
                     rows[row].finish_reason = "eos"
@@ -155,13 +157,14 @@ def generate_tokens(
                 seg_step = torch.ones_like(new_ids) if padded else None
                 logits = model(
                     new_ids, segment_ids=seg_step, kv_cache=cache,
-                    start_pos=prompt_width + step, position_ids=last_pos,
+                    start_pos=prompt_width + step, position_ids=last_pos, logits_to_keep=1,
                 )
             else:
                 ids = torch.cat([ids, new_ids], dim=1)
                 segments = torch.cat([segments, torch.ones_like(new_ids)], dim=1)
                 positions = torch.cat([positions, last_pos], dim=1)
-                logits = model(ids, segment_ids=segments if padded else None, position_ids=positions)
+                logits = model(ids, segment_ids=segments if padded else None, position_ids=positions,
+                               logits_to_keep=1)
     finally:
         model.train(was_training)
     return rows

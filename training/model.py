@@ -478,8 +478,9 @@ class Transformer(nn.Module):
         kv_cache: KVCache | None = None,
         start_pos: int = 0,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
-        """Logits for every position.
+        """Logits for every position (or the last ``logits_to_keep`` positions).
 
         Args:
             input_ids: ``LongTensor[B, T]``.
@@ -490,6 +491,8 @@ class Transformer(nn.Module):
             start_pos: where this chunk starts in the cache (and its default position).
             position_ids: optional ``LongTensor[B, T]`` positions (default ``start_pos + arange(T)``);
                 generation passes per-row positions so a left-padded prompt starts at position 0.
+            logits_to_keep: if > 0, only the last this many positions go through the output
+                projection (generation needs the last one; HF's argument of the same name).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
@@ -521,6 +524,8 @@ class Transformer(nn.Module):
         mask = self._attention_mask(input_ids, segment_ids, kv_cache, start_pos)
         for block in self.blocks:
             x = block(x, rope, mask, kv_cache, start_pos)
+        if logits_to_keep > 0:
+            x = x[:, -logits_to_keep:]
         return self.lm_head(self.final_norm(x))
 
     @staticmethod
