@@ -204,6 +204,7 @@ def load_builtin_ops() -> None:
     so a spec can never cause an arbitrary import."""
     from curation import decontaminate, extract, langid, length_filter, normalize, pii, shuffle  # noqa: F401
     from curation.classifiers import apply  # noqa: F401
+    from curation.dedup import exact, minhash  # noqa: F401
     from curation.crawl import reader  # noqa: F401
     from curation.ingest import files, warc  # noqa: F401
     from curation.quality import c4, fineweb, gopher  # noqa: F401

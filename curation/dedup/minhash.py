@@ -1,0 +1,223 @@
+"""`minhash_dedup`: near-duplicate removal with MinHash LSH and connected components on Ray Data.
+
+Rounds, each a verified resume point under ``work/<stage_id>/`` (see ``rounds``):
+
+1. ``signatures``: one pass over the documents; per batch, vectorised MinHash signatures
+   (``signatures``), cut into ``bands`` band keys and written as ``(band, band_key, doc_id)`` in one
+   folder per group of ``bands_per_round`` bands; plus ``(doc_id, source[, score])`` for keepers.
+2. ``lsh-NNN``: per band group, a hash shuffle on ``(band, band_key)``; each partition turns its
+   buckets into star edges (``lsh``). A shuffle only ever holds ``bands_per_round`` bands.
+3. ``cc-…``: connected components of the edges (``components``): large-star / small-star rounds on
+   Ray Data, or one union-find task when the edges are few (``components: auto``).
+4. ``removals``: (member, root) rows joined with the documents' source and score, shuffled on the
+   cluster, one keeper per cluster (``clusters``), and one removal list per input file.
+5. The final filter reads each batch's own files' lists and marks ``near_duplicate`` rows.
+
+Defaults: word 5-grams, 14 bands x 8 rows = 112 permutations, 64-bit hashes (FineWeb). With
+``threshold: J`` the bands x rows split of ``num_perm`` permutations is datasketch's
+``MinHashLSH`` choice (minimising the equally weighted false positive and negative areas).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+from pydantic import Field, model_validator
+
+from curation.dedup import clusters
+from curation.dedup.clusters import SCORE, KeepHighest, apply_removals, pick_keepers, score_column
+from curation.dedup.components import distributed_components, local_components
+from curation.dedup.exact import count_by_source, default_partitions
+from curation.dedup.lsh import band_keys, band_table, bucket_edges
+from curation.dedup.rounds import WorkDir, write_table
+from curation.dedup.signatures import MinHashSignatures
+from curation.dedup.stats import write_stats
+from curation.operator import DOC_ID, SOURCE, TEXT, GlobalContext, GlobalOp, OpConfig, register_op
+
+
+# One LSH round shuffles at most this many (band, band_key, doc_id) rows (20 bytes each: ~400 MB).
+ROUND_ROWS = 20_000_000
+
+
+class MinHashDedupConfig(OpConfig):
+    ngram: int = Field(5, ge=1, description="shingle length in tokens (FineWeb: 5 words)")
+    tokenize: Literal["words", "chars"] = Field("words", description="shingles of words or of characters")
+    bands: int = Field(14, ge=1, description="LSH bands (FineWeb: 14)")
+    rows: int = Field(8, ge=1, description="signature values per band (FineWeb: 8)")
+    threshold: float | None = Field(None, gt=0, lt=1, description="derive bands x rows for this Jaccard "
+                                    "threshold (datasketch's optimal parameters) instead of giving them")
+    num_perm: int = Field(112, ge=2, description="permutations available to `threshold`")
+    seed: int = Field(1, description="seed of the hash permutations")
+    keep: Literal["lowest_doc_id"] | KeepHighest = Field(
+        "lowest_doc_id", description="which document of a cluster survives: lowest_doc_id, or {highest: <score column>}")
+    bands_per_round: int | None = Field(None, ge=1, description="bands shuffled together in one LSH round; "
+                                        "default: as many as keep a round under 20 M (band, key, doc) rows")
+    max_bucket_size: int = Field(100_000, ge=2, description="members of one LSH bucket that get edges; larger "
+                                 "buckets are capped and counted")
+    components: Literal["auto", "distributed", "local"] = Field(
+        "auto", description="connected components on Ray Data, in one union-find task, or local when edges are few")
+    local_max_edges: int = Field(5_000_000, ge=0, description="`auto` uses the union-find task up to this many edges")
+    partitions: int | None = Field(None, ge=1, description="shuffle partitions; default from input size and CPUs")
+
+    @model_validator(mode="after")
+    def _derive_bands(self):
+        if self.threshold is not None:
+            if {"bands", "rows"} & self.model_fields_set:
+                raise ValueError("give either `threshold` or `bands`/`rows`, not both")
+            from datasketch.lsh import _optimal_param
+
+            self.bands, self.rows = _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
+        return self
+
+
+def write_signatures(batch: pa.Table, cfg: MinHashDedupConfig, work: WorkDir, score: str | None) -> pa.Table:
+    """One batch of documents → band rows per band group, and the keeper columns."""
+    hasher = MinHashSignatures(cfg.bands * cfg.rows, cfg.ngram, cfg.seed, cfg.tokenize)
+    hashes, per_doc = hasher.shingles(batch.column(TEXT))
+    sig = hasher.of_shingles(hashes, per_doc)
+    doc_ids = batch.column(DOC_ID).to_numpy()
+    has = per_doc > 0  # no tokens, no signature: such a document is nobody's near duplicate
+    keys = band_keys(sig[has], cfg.bands, cfg.rows)
+    rows = 0
+    for group, first in enumerate(range(0, cfg.bands, cfg.bands_per_round)):
+        table = band_table(keys, doc_ids[has], range(first, min(cfg.bands, first + cfg.bands_per_round)))
+        if table.num_rows:
+            write_table(work.fs, work.path("signatures", f"bands-{group:03d}"), table)
+        rows += table.num_rows
+    meta = {DOC_ID: batch.column(DOC_ID), SOURCE: batch.column(SOURCE).cast(pa.string())}
+    if score:
+        meta[SCORE] = batch.column(score).cast(pa.float64())
+    meta_table = pa.table(meta).filter(pa.array(has))
+    if meta_table.num_rows:
+        write_table(work.fs, work.path("signatures", "docs"), meta_table)
+    return pa.table({"rows": [rows + meta_table.num_rows], "documents": [int(has.sum())]})
+
+
+def write_edges(table: pa.Table, work: WorkDir, out: str, max_bucket_size: int) -> pa.Table:
+    edges, stats = bucket_edges(table, max_bucket_size)
+    if edges.num_rows:
+        write_table(work.fs, work.path(out), edges)
+    return pa.table({"rows": [edges.num_rows], **{k: [v] for k, v in stats.items()}})
+
+
+def _joinable(doc_id, cluster_id, source, score_values, score: str | None) -> pa.Table:
+    columns = {DOC_ID: doc_id, "cluster_id": cluster_id, SOURCE: source}
+    if score:
+        columns[SCORE] = score_values
+    return pa.table(columns)
+
+
+def members_of(edges: pa.Table, score: str | None) -> pa.Table:
+    """(member, root) edges → (doc_id, cluster_id) rows for members and roots alike, in the shape
+    the per-partition join expects."""
+    edges = edges.combine_chunks()
+    doc = pa.concat_arrays([edges.column("src").chunk(0), edges.column("dst").chunk(0)]) if edges.num_rows else pa.array([], pa.int64())
+    root = pa.concat_arrays([edges.column("dst").chunk(0)] * 2) if edges.num_rows else pa.array([], pa.int64())
+    n = len(doc)
+    return _joinable(doc, root, pa.nulls(n, pa.string()), pa.nulls(n, pa.float64()), score)
+
+
+def as_docs(meta: pa.Table, score: str | None) -> pa.Table:
+    n = meta.num_rows
+    return _joinable(meta.column(DOC_ID), pa.nulls(n, pa.int64()), meta.column(SOURCE),
+                     meta.column(SCORE) if score else None, score)
+
+
+def join_members(table: pa.Table) -> pa.Table:
+    """One doc_id partition of the union: attach each member's source (and score)."""
+    is_member = pa.compute.is_valid(table.column("cluster_id"))
+    members = table.filter(is_member).select([DOC_ID, "cluster_id"])
+    docs = table.filter(pa.compute.invert(is_member)).drop_columns(["cluster_id"])
+    return members.join(docs, DOC_ID, join_type="inner")
+
+
+@register_op
+class MinHashDedup(GlobalOp):
+    """Remove near-duplicate documents (MinHash LSH, connected components), keeping one per cluster."""
+
+    name = "minhash_dedup"
+    Config = MinHashDedupConfig
+    defaults_from = "FineWeb MinHash: word 5-grams, 14 bands x 8 rows, 64-bit hashes; Kiveris et al. 2014 components"
+    reason = "near_duplicate"
+
+    def apply(self, ds: Any, context: GlobalContext) -> Any:
+        import ray
+
+        from curation.dedup.rounds import sum_summaries
+
+        cfg = self.config
+        work = WorkDir(context.work_dir, context.filesystem)
+        score = score_column(cfg.keep)
+        by_source = count_by_source(ds)
+        documents = sum(by_source.values())
+        per_round = cfg.bands_per_round or max(1, min(cfg.bands, ROUND_ROWS // max(1, documents)))
+        cfg = cfg.model_copy(update={"bands_per_round": per_round})
+        groups = math.ceil(cfg.bands / per_round)
+        partitions = cfg.partitions or default_partitions(documents * per_round, context.num_cpus)
+        summary: dict[str, Any] = {"bands": cfg.bands, "rows": cfg.rows, "partitions": partitions}
+        read = {"filesystem": work.ray_filesystem()}
+
+        if work.finished(clusters.REMOVALS) is None:
+            if work.finished("signatures") is None:
+                work.begin("signatures")
+                columns = [DOC_ID, TEXT, SOURCE] + ([score] if score else [])
+                totals = sum_summaries(ds.select_columns(columns).map_batches(
+                    write_signatures, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "work": work, "score": score}))
+                work.finish("signatures", totals.get("rows", 0), documents=totals.get("documents", 0))
+
+            edge_dirs = []
+            for group in range(groups):
+                name = f"lsh-{group:03d}"
+                info = work.finished(name)
+                if info is None:
+                    work.begin(name)
+                    source = work.path("signatures", f"bands-{group:03d}")
+                    if work.fs.get_file_info(source).type.name == "NotFound":
+                        info = work.finish(name, 0, buckets=0, capped_buckets=0, capped_docs=0)
+                    else:
+                        bands = ray.data.read_parquet(work.uri("signatures", f"bands-{group:03d}"), **read)
+                        totals = sum_summaries(bands.repartition(partitions, keys=["band", "band_key"]).map_batches(
+                            write_edges, batch_format="pyarrow", batch_size=None,
+                            fn_kwargs={"work": work, "out": name, "max_bucket_size": cfg.max_bucket_size}))
+                        info = work.finish(name, totals.pop("rows", 0), **totals)
+                for key in ("rows", "buckets", "capped_buckets", "capped_docs"):
+                    summary[f"lsh_{key}"] = summary.get(f"lsh_{key}", 0) + info.get(key, 0)
+                if info["rows"]:
+                    edge_dirs.append(name)
+
+            edges = summary.get("lsh_rows", 0)
+            backend = cfg.components
+            if backend == "auto":
+                backend = "local" if edges <= cfg.local_max_edges else "distributed"
+            summary["components_backend"] = backend
+            if not edge_dirs:
+                final: list[str] = []
+            elif backend == "local":
+                final = local_components(work, edge_dirs)["final"]
+            else:
+                result = distributed_components(work, edge_dirs, partitions)
+                final, summary["components_rounds"] = result["final"], result["rounds"]
+
+            work.begin(clusters.REMOVALS)
+            if final:
+                members = ray.data.read_parquet(final, **read).map_batches(
+                    members_of, batch_format="pyarrow", fn_kwargs={"score": score})
+                docs = ray.data.read_parquet(work.uri("signatures", "docs"), **read).map_batches(
+                    as_docs, batch_format="pyarrow", fn_kwargs={"score": score})
+                # Ray's Dataset.join needs polars; a union shuffled on doc_id and joined per
+                # partition with Arrow's hash join is the same plan without it.
+                joined = members.union(docs).repartition(partitions, keys=[DOC_ID]).map_batches(
+                    join_members, batch_format="pyarrow", batch_size=None)
+                picked = joined.repartition(partitions, keys=["cluster_id"]).map_batches(
+                    pick_keepers, batch_format="pyarrow", batch_size=None)
+                clusters.removal_round(picked, work, partitions)
+            else:
+                work.finish(clusters.REMOVALS, 0)
+        info = work.finished(clusters.REMOVALS)
+        summary["members"] = info["rows"]
+        write_stats(context.run_root, context.filesystem, self.step_label, by_source, info, summary)
+        return ds.map_batches(apply_removals, batch_format="pyarrow", fn_kwargs={"work": work, "reason": self.reason})
