@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -224,15 +224,16 @@ def _manifest(folder: Path, docs: int, written: dict) -> None:
 
 
 def _child(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (MiB) of one child process (``os.wait4`` gives that child's own
+    ``ru_maxrss``, in KiB on Linux)."""
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all children so far; each measurement runs in a fresh
-    # process started after the previous, larger or not, so report it only when it grew.
-    return seconds, max(peak, before) / 1024
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} exited {proc.returncode}")
+    return seconds, usage.ru_maxrss / 1024
 
 
 PEER = """
@@ -247,15 +248,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--keep-dir", type=Path, default=None, help="where to write the run directory (kept afterwards)")
+    parser.add_argument("--reuse", action="store_true", help="with --keep-dir: reuse a run directory synthesised earlier")
     args = parser.parse_args()
     folder = args.keep_dir or Path(tempfile.mkdtemp(prefix="report-bench-", dir=BENCH_DATA if BENCH_DATA.exists() else None)) / "run"
     started = time.perf_counter()
-    written = synthesize_run(folder, args.docs)
+    if args.reuse and (folder / "manifest.json").exists():
+        totals = json.loads((folder / "manifest.json").read_text())["totals"]
+        written = {"kept": {"rows": totals["kept"]}}
+    else:
+        written = synthesize_run(folder, args.docs)
     synth_s = time.perf_counter() - started
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     gristmill = str(Path(sys.executable).with_name("gristmill"))
-    # The peer first: ru_maxrss of children only grows, so the smaller process must go first to be
-    # measured; the report then reports its own peak only if it is larger (it is printed either way).
     peer_s, peer_rss = _child([sys.executable, "-c", PEER, str(folder)])
     report_s, report_rss = _child([gristmill, "report", str(folder)])
     stats = json.loads((folder / "report" / "stats.json").read_text())

@@ -120,3 +120,16 @@ def test_histogram_bins_and_marker_positions():
     assert _position(0.5, list(r.edges), False) == pytest.approx(15)
     assert _position(2.0, list(r.edges), False) is None
     assert esc('<b a="1">') == "&lt;b a=&quot;1&quot;&gt;"
+
+
+def test_hosts_of_urls():
+    import pyarrow as pa
+
+    from pipelines.report.scan import _hosts
+
+    urls = ["https://www.News.example.com/a", "http://user:pw@Host.example:8080/x", "https://h.example?x=1",
+            "https://h.example#f", "ftp://[::1]:21/x", "not a url", "/relative/path", None, "https://",
+            "mailto:a@b.c", "https://a.example:443", 'https://evil.example/p"><script>']
+    assert _hosts(pa.array(urls)).to_pylist() == [
+        "news.example.com", "host.example", "h.example", "h.example", "[::1]", None, None, None, None, None,
+        "a.example", "evil.example"]

@@ -33,8 +33,6 @@ LENGTH_EDGES = np.array([0, 1] + [2 ** k for k in range(1, 25)] + [np.inf])
 
 # Namespaced columns that are counts or ids rather than scores get sections of their own.
 NOT_SCORES = ("pii.", "dedup.")
-# Host of an absolute URL (scheme://[user@]host[:port]/...), bracketed IPv6 included.
-_HOST = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>\[[^\]/]*\]|[^/:?#]+)"
 
 
 def is_score_column(name: str, kind: pa.DataType) -> bool:
@@ -65,7 +63,9 @@ class ScoreRange:
         if hi <= lo:
             return np.array([lo - 0.5, lo + 0.5])
         if self.log:
-            return np.expm1(np.linspace(math.log1p(lo), math.log1p(hi), HIST_BINS + 1))
+            edges = np.expm1(np.linspace(math.log1p(lo), math.log1p(hi), HIST_BINS + 1))
+            edges[0], edges[-1] = lo, hi  # exact ends: expm1(log1p(x)) may miss x by an ulp
+            return edges
         return np.linspace(lo, hi, HIST_BINS + 1)
 
     def widened(self, values: list[float]) -> "ScoreRange":
@@ -85,6 +85,15 @@ def _wants_log(lo: float, hi: float) -> bool:
     return lo >= 0 and hi >= 1000 and hi > 100 * max(lo, 1)
 
 
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts per bin, the last bin closed like ``np.histogram``'s; values outside the bins (another
+    run's range under --compare) land in the end bins. ``searchsorted`` + ``bincount`` because
+    ``np.histogram`` sorts every batch when bins are not uniform (log bins)."""
+    nbins = len(edges) - 1
+    idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, nbins - 1)
+    return np.bincount(idx, minlength=nbins)
+
+
 @dataclass
 class Histogram:
     counts: np.ndarray
@@ -98,8 +107,7 @@ class Histogram:
         self.n += len(values)
         self.total += float(values.sum()) if len(values) else 0.0
         if len(values):
-            # Values outside the bins (another run's range under --compare) land in the end bins.
-            self.counts += np.histogram(np.clip(values, edges[0], edges[-1]), edges)[0]
+            self.counts += bin_counts(values, edges)
 
     def as_dict(self) -> dict[str, Any]:
         return {"counts": self.counts.tolist(), "nulls": self.nulls, "n": self.n,
@@ -207,13 +215,23 @@ def _add_counts(into: dict[str, int], values: pa.Array, null_label: str | None) 
         values = values.drop_null()
     else:
         values = pc.fill_null(values.cast(pa.string()), null_label)
-    for entry in pc.value_counts(values).to_pylist():
-        into[entry["values"]] = into.get(entry["values"], 0) + entry["counts"]
+    counted = pc.value_counts(values)
+    for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()):
+        into[value] = into.get(value, 0) + n
 
 
 def _hosts(urls: pa.Array) -> pa.Array:
-    found = pc.struct_field(pc.extract_regex(urls.cast(pa.string()), _HOST), [0])
-    return pc.replace_substring_regex(pc.utf8_lower(found), r"^www\.", "")
+    """Host of each absolute URL (``scheme://[user@]host[:port]/…``), lower-cased, without ``www.``;
+    null for anything else. Splitting on "/" measured 2-3x faster than one regular expression over the
+    whole URL; the regular expressions here only see the short authority part."""
+    urls = urls.cast(pa.string())
+    padded = pc.binary_join_element_wise(urls, pa.scalar("//"), "")  # every split gets a third part
+    authority = pc.list_element(pc.split_pattern(padded, "/", max_splits=3), 2)
+    authority = pc.if_else(pc.match_substring(urls, "://"), authority, pa.scalar(None, pa.string()))
+    host = pc.replace_substring_regex(authority, r"^[^@]*@|[?#].*$", "")
+    host = pc.utf8_lower(pc.replace_substring_regex(host, r":\d*$", ""))
+    host = pc.if_else(pc.starts_with(host, "www."), pc.utf8_slice_codeunits(host, 4), host)
+    return pc.if_else(pc.equal(host, ""), pa.scalar(None, pa.string()), host)
 
 
 def scan_folder(fs: pafs.FileSystem, files: list[str], ranges: dict[str, ScoreRange]) -> FolderStats:
@@ -244,7 +262,7 @@ def scan_folder(fs: pafs.FileSystem, files: list[str], ranges: dict[str, ScoreRa
             stats.null_text += lengths.null_count
             values = pc.fill_null(lengths, 0).to_numpy(zero_copy_only=False).astype(np.int64)
             stats.chars += int(values.sum())
-            stats.length += np.histogram(values[~np.asarray(lengths.is_null())], LENGTH_EDGES)[0]
+            stats.length += bin_counts(values[~np.asarray(lengths.is_null())], LENGTH_EDGES)
         if "reason" in types:
             _add_counts(stats.reasons, batch.column("reason"), "(no reason)")
         if "langid.lang" in types:
