@@ -200,11 +200,14 @@ def _print_status(manifest: Manifest, location: str) -> None:
             table.add_row(record["id"], name, f"{step['in']:,}", f"{step['out']:,}", f"{step['rejected']:,}",
                           record["status"])
         if not counts["steps"]:
-            table.add_row(record["id"], "read + write", f"{counts['in']:,}", f"{counts['kept']:,}", "0", record["status"])
+            label = ", ".join(record["steps"]) if record.get("kind") == "sink" else "read + write"
+            table.add_row(record["id"], label, f"{counts['in']:,}", f"{counts['kept']:,}", "0", record["status"])
     out.print(table)
     for record in data["stages"]:
         if record.get("metrics"):
             out.print(f"{record['id']} metrics: " + json.dumps(_headline(record["metrics"])))
+        if record.get("kind") == "sink" and record.get("counts"):
+            out.print(_sink_line(record), highlight=False)
     t = data.get("totals") or {}
     if t:
         rejected = sum(t["rejected"].values())
@@ -212,6 +215,19 @@ def _print_status(manifest: Manifest, location: str) -> None:
         out.print(f"read {t['read']:,} = kept {t['kept']:,} + rejected {rejected:,} + quarantined "
                   f"{t['quarantined']:,} {mark}")
     out.print(f"run directory: {location}")
+
+
+def _sink_line(record: dict[str, Any]) -> str:
+    """What a sink stage (tokenize, train_tokenizer) wrote, in one line."""
+    c = record["counts"]
+    if "rows" in c:
+        splits = "; ".join(f"{s} {c['rows'][s]:,} rows, {c['tokens'][s]:,} tokens, {c['documents'][s]:,} docs"
+                           for s in ("train", "val"))
+        return f"{record['id']}: {splits}; {c['tokens']['dropped']:,} tokens dropped by packing → shards/manifest.json"
+    if "tokenizer" in c:
+        t = c["tokenizer"]
+        return f"{record['id']}: vocab {t['vocab_size']:,} from {t['sample_documents']:,} sampled documents → {t['path']}"
+    return f"{record['id']}: {c['in']:,} documents consumed"
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
