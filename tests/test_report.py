@@ -113,6 +113,7 @@ def test_run_builds_the_report_and_prints_a_summary(runs):
     assert stats["format"] == "gristmill-report/1"
     assert list(stats["sections"]) == EXPECTED_SECTIONS
     assert not [k for k, v in stats["sections"].items() if "error" in v]
+    assert stats["sections"]["summary"]["stages"][-1]["rows_out"] == stats["sections"]["funnel"]["kept"]
     ray = json.loads((a / "manifest.json").read_text())["ray"]
     assert stats["sections"]["summary"]["ray"] == ray and ray["cpus"] >= 1 and ray["nodes"] >= 1
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from pipelines.report.context import RunContext
 from pipelines.report.render import table
 from pipelines.report.section import Section
@@ -24,6 +26,14 @@ def _inputs(ctx: RunContext) -> list[dict[str, Any]]:
     return out
 
 
+def _rows(ctx: RunContext, output_dir: str | None) -> int | None:
+    """Rows in a stage's output folder (``stages/<id>/`` or ``data/``), from Parquet footers; None
+    where the folder is gone (an intermediate output moved, or a sink's folders)."""
+    if not output_dir or not ctx.run.exists(output_dir):
+        return None
+    return sum(pq.ParquetFile(f, filesystem=ctx.run.fs).metadata.num_rows for f in ctx.files(output_dir))
+
+
 def build(ctx: RunContext) -> Section | None:
     m, spec = ctx.manifest, ctx.spec
     if not m and not spec:
@@ -31,7 +41,8 @@ def build(ctx: RunContext) -> Section | None:
     kept = ctx.kept()
     read = kept.rows + sum(ctx.rejected(label).rows for label in ctx.step_order)
     stages = [{"id": s.get("id"), "kind": s.get("kind"), "steps": s.get("steps") or [], "status": s.get("status"),
-               "seconds": s.get("seconds"), "started": s.get("started"), "finished": s.get("finished")}
+               "seconds": s.get("seconds"), "started": s.get("started"), "finished": s.get("finished"),
+               "output_dir": s.get("output_dir"), "rows_out": _rows(ctx, s.get("output_dir"))}
               for s in m.get("stages") or []]
     stats = {"name": ctx.name, "kind": m.get("kind") or spec.get("kind"), "description": spec.get("description"),
              "status": m.get("status"), "created": m.get("created"), "updated": m.get("updated"),
@@ -54,7 +65,8 @@ def build(ctx: RunContext) -> Section | None:
                                       [(i["format"], ", ".join(map(str, i["paths"][:4])) + (" …" if len(i["paths"]) > 4 else ""),
                                         i["files"], i["bytes"]) for i in stats["inputs"]], numeric=(2, 3))
     if stages:
-        body += "<h3>Stages</h3>" + table(["stage", "kind", "steps", "status", "seconds"],
+        body += "<h3>Stages</h3>" + table(["stage", "kind", "steps", "status", "seconds", "output", "rows out"],
                                           [(s["id"], s["kind"], ", ".join(s["steps"]) or "read + write", s["status"],
-                                            s["seconds"]) for s in stages], numeric=(4,))
+                                            s["seconds"], s["output_dir"], s["rows_out"]) for s in stages],
+                                          numeric=(4, 6))
     return Section(KEY, TITLE, stats, body)
