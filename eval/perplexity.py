@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
@@ -129,7 +130,7 @@ def shard_perplexity(em: EvalModel, location: str, batch_size: int = 16, max_row
                         break
                     if max_rows is not None:
                         batch = batch.slice(0, max_rows - rows)
-                    inputs = to_model_inputs(batch, block_documents)
+                    inputs = to_model_inputs(pa.Table.from_batches([batch]), block_documents)
                     ids = torch.from_numpy(inputs["input_ids"])
                     segments = torch.from_numpy(inputs["segment_ids"]).long()[:, :-1] if block_documents else None
                     logits = model(ids[:, :-1].to(em.device), segment_ids=None if segments is None else segments.to(em.device))
