@@ -100,7 +100,8 @@ def test_lm_eval_parity_with_our_runner(tmp_path, monkeypatch):
 
     em = load_eval_model(cached_checkpoint("llama"))
     out = lm_eval.simple_evaluate(model=GristmillLM(em, batch_size=8), tasks=["gm_arc_local", "gm_lambada_local", "gm_text_local"],
-                                  task_manager=TaskManager(include_path=str(tasks_dir)), bootstrap_iters=0,
+                                  task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
+                                  bootstrap_iters=0,
                                   log_samples=False)
     results = out["results"]
 
