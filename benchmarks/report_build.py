@@ -113,7 +113,7 @@ def synthesize_run(folder: Path, docs: int, seed: int = 0) -> dict:
                 cols["text"] = pool.take(pa.array(rng.integers(0, len(pool), n)))
             cols["source"] = pa.array(np.char.add("/data/crawl/part-", (rows // 100_000).astype(str)))
             cols["url"] = pa.array(np.char.add(np.char.add("https://", domains[np.minimum(rng.zipf(1.3, n), 20_000) - 1]),
-                                               "/page"))
+                                               "/page?ref=%22%3E<script>alert(1)</script>"))
             if fate != "kept":
                 cols["record"] = pa.array(doc_ids[rows] & 0xFFFFFFFF)
                 reasons = {"_ingest": ["invalid_json", "empty_text"], "langid": ["language_not_kept", "low_language_score"],

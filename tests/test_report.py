@@ -5,10 +5,8 @@ pyarrow, hostile document text escaped, `--compare`, and the page rendered in he
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from tests.conftest import DATA, REPO, run_gristmill
+from tests.browser import ARTIFACTS, chromium, load_page  # noqa: F401 (chromium is a fixture)
+from tests.conftest import DATA, run_gristmill
 from tests.helpers import read_dir
 
 pytestmark = pytest.mark.e2e
 
 HOSTILE = "<script>alert(1)</script> </div> \"quoted\" & 'single'"
 EXPECTED_SECTIONS = ["summary", "funnel", "reasons", "scores", "languages", "lengths", "domains", "pii", "samples"]
-ARTIFACTS = REPO / "test-artifacts"
 
 SPEC = """kind: curate
 name: report-test
@@ -254,70 +252,18 @@ def test_compare_two_runs_with_different_thresholds(runs, tmp_path):
 
 # ------------------------------------------------------------------------------------------ browser
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                  "--enable-logging=stderr", "--v=0"]
-
-
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's `chromium`, installed with apt-get when absent (as root). Without it the browser tests
-    skip with the reason — unless GRISTMILL_REQUIRE_BROWSER=1 (CI), where they fail instead."""
-    found = _find_chromium()
-    why = ""
-    if not found:
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            why = "chromium is not installed and apt-get as root is not available here"
-        else:
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            for cmd in (["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                        ["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-                if cmd[1] == "install" and proc.returncode == 0:
-                    break
-            found = _find_chromium()
-            if not found:
-                why = f"apt-get install chromium failed: {proc.stderr.strip()[-300:]}"
-    if not found:
-        if os.environ.get("GRISTMILL_REQUIRE_BROWSER") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
-    return found
-
-
-def _load(chromium: str, page: Path, tmp_path: Path, screenshot: Path | None = None) -> tuple[str, list[str]]:
-    """The DOM Chromium built from ``page`` and every console message it logged."""
-    common = CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]
-    proc = subprocess.run([chromium, *common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
-    if screenshot is not None:
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        shot = subprocess.run([chromium, *common, "--window-size=1280,3200", f"--screenshot={screenshot}", page.as_uri()],
-                              capture_output=True, text=True, timeout=120)
-        assert shot.returncode == 0 and screenshot.stat().st_size > 20_000, shot.stderr[-2000:]
-    return proc.stdout, console
-
 
 def test_console_errors_are_seen(chromium, tmp_path):
     """The detector the next test relies on does see a page's console errors."""
     page = tmp_path / "bad.html"
     page.write_text("<!DOCTYPE html><html><body><p>x</p><script>console.error('boom'); missing();</script></body></html>")
-    _, console = _load(chromium, page, tmp_path)
+    _, console = load_page(chromium, page, tmp_path)
     assert any("boom" in line for line in console) and any("missing" in line for line in console)
 
 
 def test_report_renders_in_chromium(runs, chromium, tmp_path):
     page = runs["a"] / "report" / "index.html"
-    dom, console = _load(chromium, page, tmp_path, ARTIFACTS / "report-index.png")
+    dom, console = load_page(chromium, page, tmp_path, ARTIFACTS / "report-index.png")
     assert console == [], console
     found = re.findall(r'<section id="([a-z_]+)"', dom)
     assert found == EXPECTED_SECTIONS
@@ -327,6 +273,6 @@ def test_report_renders_in_chromium(runs, chromium, tmp_path):
     compare = runs["a"] / "report" / "compare-run-b.html"
     if not compare.exists():
         report_cli(str(runs["a"]), "--compare", str(runs["b"]))
-    dom, console = _load(chromium, compare, tmp_path, ARTIFACTS / "report-compare.png")
+    dom, console = load_page(chromium, compare, tmp_path, ARTIFACTS / "report-compare.png")
     assert console == [], console
     assert re.findall(r'<section id="([a-z_]+)"', dom) == ["changes", "funnel", "scores"]

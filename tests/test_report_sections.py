@@ -19,6 +19,7 @@ from pipelines.report import build_report
 from pipelines.report.scan import ScoreRange
 from pipelines.report.svg import _position, esc
 from pipelines.report.thresholds import thresholds
+from tests.browser import chromium  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +134,20 @@ def test_hosts_of_urls():
     assert _hosts(pa.array(urls)).to_pylist() == [
         "news.example.com", "host.example", "h.example", "h.example", "[::1]", None, None, None, None, None,
         "a.example", "evil.example"]
+
+
+def test_full_report_renders_in_chromium(synthetic, chromium, tmp_path):
+    """Every section, the ones fed by dedup, shards and training included, renders without a console
+    error (screenshot: test-artifacts/report-synthetic.png)."""
+    import re
+
+    from tests.browser import ARTIFACTS, load_page
+
+    run, _ = synthetic
+    build_report(str(run))
+    dom, console = load_page(chromium, run / "report" / "index.html", tmp_path, ARTIFACTS / "report-synthetic.png")
+    assert console == [], console
+    assert re.findall(r'<section id="([a-z_]+)"', dom) == list(
+        json.loads((run / "report" / "stats.json").read_text())["sections"])
+    assert len(re.findall(r"<svg", dom)) >= 20
+    assert "<script" not in dom.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.report.context import RunContext
-from pipelines.report.render import figure, page, table
+from pipelines.report.render import figure, page, pct, table
 from pipelines.report.scan import merge_ranges
 from pipelines.report.section import Section
 from pipelines.report.sections import funnel, scores
@@ -63,8 +63,6 @@ def _funnel_section(fa: dict[str, Any], fb: dict[str, Any], a: str, b: str) -> S
                      sb["in"] if sb else None, sb["rejected"] if sb else None,
                      f"{sb['rejected'] / sb['in']:.2%}" if sb and sb["in"] else "–",
                      (sb["rejected"] if sb else 0) - (sa["rejected"] if sa else 0)))
-    rows.append(("kept", fa["read"], None, f"{fa['kept'] / fa['read']:.2%}" if fa["read"] else "–",
-                 fb["read"], None, f"{fb['kept'] / fb['read']:.2%}" if fb["read"] else "–", fb["kept"] - fa["kept"]))
     charts = (f'<div class="cols"><div><h3 style="color:{RUN_A}">A: {esc(a)}</h3>'
               + figure(funnel.funnel_chart([(funnel.step_name(s["step"]), s["in"], s["out"]) for s in fa["steps"]], width=560))
               + f'</div><div><h3 style="color:{RUN_B}">B: {esc(b)}</h3>'
@@ -72,8 +70,9 @@ def _funnel_section(fa: dict[str, Any], fb: dict[str, Any], a: str, b: str) -> S
               + "</div></div>")
     tbl = table(["step", "A in", "A removed", "A removed %", "B in", "B removed", "B removed %", "B − A removed"],
                 rows, numeric=range(1, 8))
-    head = (f"<p>kept: A <b>{fa['kept']:,}</b>, B <b>{fb['kept']:,}</b> "
-            f"({fb['kept'] - fa['kept']:+,} documents, {fb['kept_chars'] - fa['kept_chars']:+,} characters)</p>")
+    head = (f"<p>kept: A <b>{fa['kept']:,}</b> of {fa['read']:,} ({pct(fa['kept'], fa['read'])}), "
+            f"B <b>{fb['kept']:,}</b> of {fb['read']:,} ({pct(fb['kept'], fb['read'])}); B − A: "
+            f"{fb['kept'] - fa['kept']:+,} documents, {fb['kept_chars'] - fa['kept_chars']:+,} characters</p>")
     return Section("funnel", "Funnel", {"a": fa, "b": fb}, head + tbl + charts)
 
 
