@@ -106,7 +106,7 @@ def build_plan(spec: PretrainSpec, shards: Any, run_location: str, cluster_cpus:
         eval_batches=spec.eval_batches, checkpoint_every=spec.checkpoint_every, log_every=spec.log_every,
         strategy=spec.scaling.strategy, use_gpu=spec.scaling.use_gpu, torch_threads=max(1, int(cpus)),
         flops_per_token=model_config.flops_per_token(shards.seq_len), run_location=run_location,
-        shards_location=spec.data)
+        shards_location=spec.data, tokenizer_location=_tokenizer_location(shards))
     return plan, cpus
 
 
@@ -127,7 +127,7 @@ class PretrainRun:
         import ray
 
         from training import launcher
-        from training.resume import latest_complete
+        from training.resume import latest_complete, prune
         from training.shards import ShardError, open_shards
 
         spec: PretrainSpec = self.spec.model  # type: ignore[assignment]
@@ -177,6 +177,7 @@ class PretrainRun:
             record.update(status="failed", finished=now(), error=str(exc)[-2000:])
             manifest.save(self.run)
             raise RunError(f"training failed: {_last_line(exc)}; rerun the same command to resume") from None
+        prune(self.run.fs, self.run.path(launcher.CHECKPOINTS_DIR), spec.keep)
         metrics = dict(getattr(result, "metrics", None) or {})
         record.update(status="done", finished=now(), seconds=round(time.time() - started, 3),
                       metrics={k: metrics[k] for k in ("step", "tokens", "loss", "val_loss", "val_ppl") if k in metrics})
@@ -188,6 +189,18 @@ class PretrainRun:
         manifest.data["status"] = "done"
         manifest.save(self.run)
         return manifest
+
+
+def _tokenizer_location(shards: Any) -> str | None:
+    import posixpath
+
+    import pyarrow.fs as pafs
+
+    rel = shards.manifest["tokenizer"].get("path")
+    if not rel:
+        return None
+    path = posixpath.join(shards.root, rel)
+    return path if shards.fs.get_file_info(path).type == pafs.FileType.File else None
 
 
 def _num_params(config: dict[str, Any]) -> int:

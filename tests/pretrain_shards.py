@@ -81,3 +81,62 @@ def write_shards(run_dir: Path, seq_len: int = 32, vocab_size: int = 320, max_ch
     }
     (shards / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def reference_curve(run_dir: Path, steps: int, global_rows: int, seed: int, model_fields: dict, lr: float,
+                    warmup_steps: int, eval_every: int, eval_rows: int, grad_clip: float = 1.0,
+                    weight_decay: float = 0.1, min_lr_ratio: float = 0.1) -> list[dict]:
+    """The training `kind: pretrain` does, as a plain single-process PyTorch loop (no Ray, no
+    Lightning): same initial weights (seeded), same rows per step from the seeded stream, AdamW with
+    the same groups, clipping and cosine schedule. Data-parallel workers average their micro-batch
+    gradients, which equals this loop's mean over all the step's rows (equal row lengths), so the
+    curves agree to floating-point tolerance. Returns one dict per step: loss, lr, grad_norm and,
+    on eval steps, val_loss."""
+    from functools import partial
+
+    import torch
+
+    from training.lightning_module import next_token_loss
+    from training.model import ModelConfig, Transformer
+    from training.schedule import lr_multiplier
+    from training.shards import open_shards, stream_from, to_model_inputs
+
+    shards = open_shards(str(run_dir))
+    stream = stream_from(shards, seed, 0, steps * global_rows)
+    table = pa.concat_tables([pq.read_table(f, columns=["input_ids", "doc_starts"]) for f in stream.files])
+    rows = to_model_inputs(table.slice(stream.skip_rows, steps * global_rows), True)
+    val_table = pa.concat_tables([pq.read_table(f.path, columns=["input_ids", "doc_starts"]) for f in shards.val])
+    val = to_model_inputs(val_table.slice(0, eval_rows), True)
+
+    preset = model_fields.get("preset", "tiny")
+    fields = {k: v for k, v in model_fields.items() if k != "preset"}
+    config = ModelConfig.preset(preset, **fields, vocab_size=shards.vocab_size, max_seq_len=shards.seq_len)
+    torch.manual_seed(seed)
+    model = Transformer(config)
+    params = [p for _, p in model.named_parameters()]
+    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                                  lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        lr_multiplier, total_steps=steps, kind="cosine", warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio))
+
+    def batch(arrays: dict, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(arrays["input_ids"][lo:hi]), torch.from_numpy(arrays["segment_ids"][lo:hi])
+
+    curve = []
+    for step in range(1, steps + 1):
+        ids, seg = batch(rows, (step - 1) * global_rows, step * global_rows)
+        loss = next_token_loss(model(ids[:, :-1], seg[:, :-1]), ids)
+        loss.backward()
+        lr_now = optimizer.param_groups[0]["lr"]
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        point = {"step": step, "loss": float(loss.detach()), "lr": lr_now, "grad_norm": float(norm)}
+        if eval_every and (step % eval_every == 0 or step == steps):
+            with torch.no_grad():
+                vids, vseg = batch(val, 0, len(val["input_ids"]))
+                point["val_loss"] = float(next_token_loss(model(vids[:, :-1], vseg[:, :-1]), vids))
+        curve.append(point)
+    return curve

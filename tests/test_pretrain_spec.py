@@ -43,7 +43,7 @@ def test_shipped_spec_validates_against_shards(shards):
 
 def test_relative_data_is_resolved_against_the_spec(shards, tmp_path):
     spec = tmp_path / "p.yaml"
-    spec.write_text(SPEC.read_text().replace("data: ../runs/demo", f"data: {shards.name}"))
+    spec.write_text(SPEC.read_text().replace("data: ../runs/tokenize", f"data: {shards.name}"))
     (tmp_path / shards.name).symlink_to(shards)
     assert load_spec(str(spec)).model.data == str(tmp_path / shards.name)
 

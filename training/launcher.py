@@ -55,6 +55,7 @@ class TrainPlan:
     data_start_step: int = 0
     data_skip_rows: int = 0
     resume_path: str | None = None
+    tokenizer_location: str | None = None  # copied into every checkpoint (generate / export need it)
 
     @property
     def global_rows(self) -> int:

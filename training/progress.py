@@ -21,7 +21,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from training.checkpoint import save_model
+from training.checkpoint import TOKENIZER_FILE, save_model
 from training.metrics import MetricsCsv, mfu, perplexity
 from training.model import Transformer
 from training.resume import (OPTIMIZER_FILE, capture_rng, load_tensors, restore_rng, rng_file, step_dir_name,
@@ -130,6 +130,8 @@ class PretrainProgress(pl.Callback):
                 save_model(tmp, model, pl_module.model_config,
                            extra={"step": step, "tokens": row["tokens"], "shards": self.plan.shards_location})
                 torch.save(optimizer_state, os.path.join(tmp, OPTIMIZER_FILE))
+                if self.plan.tokenizer_location:
+                    _copy_tokenizer(self.plan.tokenizer_location, os.path.join(tmp, TOKENIZER_FILE))
                 scheduler = trainer.lr_scheduler_configs[0].scheduler
                 write_state(tmp, {
                     "step": step, "tokens": row["tokens"], "rows_consumed": step * self.plan.global_rows,
@@ -145,6 +147,14 @@ class PretrainProgress(pl.Callback):
                              checkpoint_dir_name=step_dir_name(step))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_tokenizer(location: str, target: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(location) if "://" in location else (pafs.LocalFileSystem(), location)
+    with fs.open_input_stream(path) as src, open(target, "wb") as dst:
+        dst.write(src.read())
 
 
 def _jsonable(value: Any) -> Any:

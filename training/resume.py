@@ -82,5 +82,19 @@ def latest_complete(fs: pafs.FileSystem, checkpoints_dir: str) -> tuple[int, str
     return None
 
 
+def prune(fs: pafs.FileSystem, checkpoints_dir: str, keep: int | None) -> list[str]:
+    """Delete all but the newest ``keep`` step directories. Ray Train prunes what one ``fit`` reported;
+    checkpoints of an earlier, killed driver are not in its books, so the run prunes once at the end."""
+    if not keep:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(checkpoints_dir, allow_not_found=True))
+    steps = sorted((int(m.group(1)), i.path) for i in infos
+                   if i.type == pafs.FileType.Directory and (m := STEP_DIR.match(posixpath.basename(i.path))))
+    removed = [path for _, path in steps[:-keep]]
+    for path in removed:
+        fs.delete_dir(path)
+    return removed
+
+
 def load_tensors(path: str) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)

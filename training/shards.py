@@ -70,7 +70,8 @@ def locate_manifest(location: str) -> tuple[pafs.FileSystem, str]:
 
         fs, path = pafs.LocalFileSystem(), os.path.abspath(location)
     path = path.rstrip("/")
-    for candidate in (posixpath.join(path, MANIFEST_NAME), posixpath.join(path, "shards", MANIFEST_NAME)):
+    # A run directory has a manifest.json of its own: its shards/ comes first.
+    for candidate in (posixpath.join(path, "shards", MANIFEST_NAME), posixpath.join(path, MANIFEST_NAME)):
         if fs.get_file_info(candidate).type == pafs.FileType.File:
             return fs, candidate
     raise ShardError(f"no shard manifest in {location} (looked for {MANIFEST_NAME} and shards/{MANIFEST_NAME}); "
