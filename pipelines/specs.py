@@ -144,6 +144,12 @@ class PretrainScaling(BaseModel):
     max_failures: int = Field(2, ge=-1, description="worker failures retried from the last checkpoint "
                               "(ray.train.FailureConfig; -1 = unlimited)")
 
+    @model_validator(mode="after")
+    def _fsdp_on_gpus(self) -> "PretrainScaling":
+        if self.strategy == "fsdp" and not self.use_gpu:
+            raise ValueError("strategy fsdp shards the model across GPUs: it needs use_gpu: true (use ddp on CPUs)")
+        return self
+
 
 class PretrainSpec(BaseModel):
     """``kind: pretrain``: train a decoder-only model on token shards with Ray Train + Lightning."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,13 @@ def runs(ray_address, tmp_path_factory):
     _corpus(root / "docs")
     (root / "spec.yaml").write_text(SPEC)
     a, b = root / "run-a", root / "run-b"
-    proc_a = run_gristmill("run", str(root / "spec.yaml"), "--out", str(a), address=ray_address)
-    run_gristmill("run", str(root / "spec.yaml"), "--out", str(b), "--set", "steps[2].length_filter.min_words=60",
-                  "--set", "steps[1].langid.min_score=0.8", address=ray_address)
+    # The two runs share the session's Ray and mostly wait on start-up: run them side by side.
+    with ThreadPoolExecutor(2) as pool:
+        run_a = pool.submit(run_gristmill, "run", str(root / "spec.yaml"), "--out", str(a), address=ray_address)
+        run_b = pool.submit(run_gristmill, "run", str(root / "spec.yaml"), "--out", str(b),
+                            "--set", "steps[2].length_filter.min_words=60", "--set", "steps[1].langid.min_score=0.8",
+                            address=ray_address)
+        proc_a, _ = run_a.result(), run_b.result()
     return {"a": a, "b": b, "stdout_a": proc_a.stdout}
 
 
