@@ -73,6 +73,8 @@ def test_spec_errors(shards):
                for i in _issues(f"data={shards}", "model.max_seq_len=16"))
     assert any("model.preset" in i for i in _issues(f"data={shards}", "model.preset=gpt5"))
     assert any("scaling.strategy" in i for i in _issues(f"data={shards}", "scaling.strategy=zero3"))
+    assert any("scaling: strategy fsdp shards the model across GPUs" in i
+               for i in _issues(f"data={shards}", "scaling.strategy=fsdp"))
     assert any("precision" in i for i in _issues(f"data={shards}", "precision=fp8"))
     assert any("model: model.d_model (66) must be divisible by model.n_head (4)" in i
                for i in _issues(f"data={shards}", "model.d_model=66"))
