@@ -93,8 +93,11 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
 def cluster_size(local: bool) -> dict:
     """The Ray cluster a run used, for the manifest and the report: alive nodes and their CPUs, GPUs
     and memory (``ray.nodes()``), and whether it was an embedded local Ray."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    resources = ray.cluster_resources()
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        resources = ray.cluster_resources()
+    except Exception:  # noqa: BLE001 - a report detail must never fail a run (e.g. a limited client)
+        return {"local": local, "ray_version": ray.__version__}
     return {"nodes": len(nodes), "cpus": resources.get("CPU", 0.0), "gpus": resources.get("GPU", 0.0),
             "memory_gb": round(resources.get("memory", 0.0) / (1 << 30), 1), "local": local,
             "ray_version": ray.__version__}
