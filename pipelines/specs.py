@@ -197,7 +197,31 @@ class PretrainSpec(BaseModel):
         return self
 
 
-KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec, "classifier": ClassifierSpec, "pretrain": PretrainSpec}
+# --------------------------------------------------------------------------------------------------
+# kind: eval (task entries: eval/config.py; checked and resolved in pipelines/eval_run.py)
+
+
+class EvalSpec(BaseModel):
+    """``kind: eval``: score checkpoints on benchmark tasks, perplexity and generation samples;
+    results in ``<run>/eval/results.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["eval"]
+    name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
+    description: str = ""
+    checkpoints: list[str] = Field(min_length=1, description="checkpoint directories, or run directories "
+                                   "(their newest checkpoints/step-*); relative to the spec file")
+    tasks: list[dict[str, Any]] = Field(min_length=1, description="`{name: arc_easy, num_fewshot: 0, limit: 200}`, "
+                                        "`{perplexity: {shards: DIR} | {files: [...]}}`, `{generate: {prompts_file: F}}`")
+    batch_size: int = Field(16, ge=1, description="rows per forward pass (requests, windows or shard rows)")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cuda asks Ray for one GPU per checkpoint")
+    cpus_per_checkpoint: float = Field(1.0, gt=0, description="CPUs of each checkpoint's Ray task (torch threads)")
+    ray: RaySettings = RaySettings()
+
+
+KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec, "classifier": ClassifierSpec, "pretrain": PretrainSpec,
+                                     "eval": EvalSpec}
 
 
 @dataclass(frozen=True)
@@ -318,6 +342,10 @@ def validate_spec(data: Any, source: SourceMap, base_dir: str = ".") -> LoadedSp
 
         train = _validate_model(ClassifierTrainConfig, data["train"], ("train",), source, issues)
         loaded.train = train.with_base_dir(base_dir) if train is not None else None
+    if kind == "eval" and model is not None:
+        from pipelines.eval_run import check_eval_spec
+
+        loaded.model = check_eval_spec(model, base_dir, source, issues)
     if kind == "pretrain" and model is not None:
         from pipelines.pretrain_run import check_against_shards
 
