@@ -57,6 +57,8 @@ def validate(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     if loaded.kind == "curate":
         steps = ", ".join(s.label for s in loaded.steps) or "no steps"
         what = f"{len(loaded.inputs)} input(s), {steps}"
+    elif loaded.kind == "eval":
+        what = f"{len(loaded.model.checkpoints)} checkpoint(s), {len(loaded.model.tasks)} task(s)"  # type: ignore[attr-defined]
     elif loaded.kind == "pretrain":
         what = f"data {loaded.model.data}, model {loaded.model.model.preset or loaded.model.model.arch}"  # type: ignore[attr-defined]
     else:
@@ -112,6 +114,10 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
                 from pipelines.classifier_run import ClassifierRun
 
                 manifest = ClassifierRun(loaded, run_dir, reporter).execute()
+            elif loaded.kind == "eval":
+                from pipelines.eval_run import EvalRun
+
+                manifest = EvalRun(loaded, run_dir, reporter).execute()
             elif loaded.kind == "pretrain":
                 from pipelines.pretrain_run import PretrainRun
 
