@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from curation.tokenize.train import EOS, TokenizerTrainConfig, for_documents, train_bpe
@@ -101,3 +105,34 @@ def controlled_model(vocab_size: int, logits: torch.Tensor | None = None, max_se
         if logits is not None:
             model.lm_head.weight[:, 0] = logits
     return model.eval()
+
+
+def write_shards(run, em, seq_len: int = 32, rows: int = 10) -> pa.Table:
+    """Val shards by the contract: packed EOS-terminated documents, rows of seq_len + 1 tokens."""
+    eos = em.boundary_id
+    text = shakespeare(20_000)
+    docs = [d for d in text.split("\n\n") if d.strip()][:200]
+    stream, starts = [], []
+    for doc in docs:
+        starts.append(len(stream))
+        stream += em.tokenizer.encode(doc, add_special_tokens=False).ids + [eos]
+    width = seq_len + 1
+    ids, doc_starts = [], []
+    for r in range(rows):
+        lo = r * width
+        ids.append(stream[lo:lo + width])
+        doc_starts.append([s - lo for s in starts if lo <= s < lo + width])
+    table = pa.table({"input_ids": pa.array(ids, pa.list_(pa.int32())), "doc_starts": pa.array(doc_starts, pa.list_(pa.int32()))})
+    (run / "shards").mkdir(parents=True)
+    pq.write_table(table.slice(0, 6), run / "shards" / "val-00000.parquet")
+    pq.write_table(table.slice(6), run / "shards" / "val-00001.parquet")
+    pq.write_table(table.slice(0, 2), run / "shards" / "train-00000.parquet")
+    manifest = {"format": "gristmill-shards/1", "seq_len": seq_len, "dtype": "int32",
+                "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": "", "vocab_size": em.tokenizer.get_vocab_size(),
+                              "bos_id": 0, "eos_id": eos, "pad_id": 2},
+                "splits": {"train": {"files": ["shards/train-00000.parquet"], "rows": 2, "tokens": 0, "documents": 0},
+                           "val": {"files": ["shards/val-00000.parquet", "shards/val-00001.parquet"], "rows": rows,
+                                   "tokens": 0, "documents": 0}},
+                "dropped_tokens": 0, "seed": 0, "val_fraction": 0.1}
+    (run / "shards" / "manifest.json").write_text(json.dumps(manifest))
+    return table

@@ -1,0 +1,104 @@
+"""``kind: eval`` end to end through the real ``gristmill`` command, and its spec errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eval_support import cached_checkpoint, single_thread, write_shards
+from pipelines.errors import SpecError
+from pipelines.specs import load_spec
+
+pytestmark = pytest.mark.e2e
+
+HELLASWAG = [
+    {"ctx": "A man is sitting on a roof. he", "activity_label": "Roof shingle removal",
+     "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                 "is holding a rubik's cube.", "starts pulling up roofing on a roof."], "label": 3},
+    {"ctx": "A woman kneels by a tub. She", "endings": ["washes the dog.", "flies away.", "eats the tub."], "label": "0"},
+]
+
+
+def _spec(tmp_path, checkpoints, extra_tasks: str = "") -> str:
+    (tmp_path / "hs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in HELLASWAG))
+    (tmp_path / "prompts.txt").write_text("First Citizen:\nROMEO:\n\nTo be\n")
+    (tmp_path / "doc.txt").write_text("Before we proceed any further, hear me speak. " * 20)
+    spec = tmp_path / "eval.yaml"
+    spec.write_text(f"""kind: eval
+name: eval-e2e
+checkpoints: {json.dumps([str(c) for c in checkpoints])}
+tasks:
+  - {{name: arc_easy, num_fewshot: 1, limit: 4}}
+  - {{name: lambada_openai, limit: 4}}
+  - {{name: roofs, file: hs.jsonl, format: hellaswag}}
+  - perplexity: {{shards: run}}
+  - perplexity: {{files: [doc.txt]}}
+  - generate: {{prompts_file: prompts.txt, max_tokens: 8}}
+{extra_tasks}batch_size: 8
+cpus_per_checkpoint: 0.5
+""")
+    return str(spec)
+
+
+def test_eval_spec_end_to_end(tmp_path, gristmill):
+    with single_thread():
+        llama, gpt2 = cached_checkpoint("llama"), cached_checkpoint("gpt2")
+        from eval.checkpoints import load_eval_model
+
+        write_shards(tmp_path / "run", load_eval_model(llama))
+    run_dir = llama.parent.parent  # a run directory: its newest checkpoint is meant
+    spec = _spec(tmp_path, [run_dir, gpt2])
+    out = tmp_path / "out"
+    gristmill("validate", spec)
+    proc = gristmill("run", spec, "--out", str(out))
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert results["format"] == "gristmill-eval/1" and len(results["checkpoints"]) == 2
+    first, second = results["checkpoints"]
+    assert first["path"] == str(llama) and first["step"] == 30 and first["label"].endswith("/step-000030")
+    assert second["model"]["arch"] == "gpt2"
+    for checkpoint in results["checkpoints"]:
+        tasks = checkpoint["tasks"]
+        assert list(tasks) == ["arc_easy", "lambada_openai", "roofs", "perplexity_shards", "perplexity_files", "generate"]
+        assert tasks["arc_easy"]["items"] == 4 and tasks["arc_easy"]["num_fewshot"] == 1
+        assert set(tasks["arc_easy"]["metrics"]) >= {"acc", "acc_norm", "acc_stderr"}
+        assert tasks["roofs"]["items"] == 2 and tasks["roofs"]["requests"] == 7
+        assert tasks["lambada_openai"]["items"] == 4 and tasks["lambada_openai"]["metrics"]["perplexity"] > 1
+        assert tasks["perplexity_shards"]["rows"] == 10 and tasks["perplexity_shards"]["metrics"]["bits_per_byte"] > 0
+        assert tasks["perplexity_files"]["documents"] == 1
+        assert all(t["seconds"] >= 0 for t in tasks.values())
+        samples = (out / tasks["generate"]["samples_file"]).read_text().splitlines()
+        assert [json.loads(s)["prompt"] for s in samples] == ["First Citizen:", "ROMEO:", "To be"]
+        assert all(0 < json.loads(s)["tokens"] <= 8 for s in samples)
+    # The same numbers as our runner in this process.
+    from eval.checkpoints import load_eval_model
+    from eval.config import BenchmarkTaskConfig
+    from eval.runner import run_benchmark
+
+    with single_thread():
+        direct = run_benchmark(load_eval_model(llama), BenchmarkTaskConfig(name="arc_easy", num_fewshot=1, limit=4), 8)
+    assert direct["metrics"] == first["tasks"]["arc_easy"]["metrics"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "eval" and manifest["status"] == "done" and len(manifest["stages"]) == 2
+    # A rerun skips both checkpoints and rewrites the same results.
+    again = gristmill("run", spec, "--out", str(out))
+    assert again.stderr.count("skipped, evaluated already") == 2
+    assert json.loads((out / "eval" / "results.json").read_text())["checkpoints"] == results["checkpoints"]
+    assert "eval-e2e" in proc.stdout
+
+
+def test_eval_spec_errors_name_file_line_and_field(tmp_path):
+    llama = cached_checkpoint("llama")
+    spec = _spec(tmp_path, [llama, tmp_path / "missing"],
+                 "  - {name: arc_easy, limit: 0}\n  - {name: nope}\n  - perplexity: {files: [a.txt], shards: run}\n"
+                 "  - {generate: {prompts_file: absent.txt}}\n  - {num_fewshot: 3}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    text = "\n".join(str(i) for i in info.value.issues)
+    assert "eval.yaml:3:" in text and "checkpoints[1]" in text and "neither a model checkpoint" in text
+    assert "tasks[6].limit" in text and "greater than or equal to 1" in text
+    assert "tasks[7].name" in text and "unknown task 'nope'" in text
+    assert "tasks[8].perplexity" in text and "exactly one of `shards` and `files`" in text
+    assert "tasks[9].generate.prompts_file" in text and "not found" in text
+    assert "tasks[10]" in text and "needs `name:`" in text
+    assert "tasks[3].perplexity.shards" in text  # no shards were written under tmp_path/run
