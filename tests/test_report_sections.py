@@ -18,7 +18,7 @@ from benchmarks.report_build import synthesize_run
 from pipelines.report import build_report
 from pipelines.report.scan import ScoreRange
 from pipelines.report.svg import _position, esc
-from pipelines.report.thresholds import thresholds
+from pipelines.report.thresholds import KNOWN, thresholds
 from tests.browser import chromium  # noqa: F401 (fixture)
 
 
@@ -151,3 +151,30 @@ def test_full_report_renders_in_chromium(synthetic, chromium, tmp_path):
         json.loads((run / "report" / "stats.json").read_text())["sections"])
     assert len(re.findall(r"<svg", dom)) >= 20
     assert "<script" not in dom.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+
+
+@pytest.mark.parametrize("op_name", ["length_filter", "langid", "gopher_quality", "gopher_repetition",
+                                     "fineweb_quality", "c4_quality"])
+def test_threshold_columns_exist_in_what_the_op_writes(op_name):
+    """The config → column map stays true to the ops: every column a default config's thresholds
+    point at is one the op really writes (spec.yaml holds the resolved config, defaults included)."""
+    import pyarrow as pa
+
+    from curation.operator import get_op, load_builtin_ops
+    from pipelines.report.context import StepInfo
+
+    load_builtin_ops()
+    op_class = get_op(op_name)
+    config = op_class.Config(**({"min_words": 5, "max_chars": 10_000} if op_name == "length_filter" else {}))
+    op = op_class(config, step_label=op_name)
+    op.setup()
+    text = "The quick brown fox jumps over the lazy dog. It was the best of times, and the worst.\n" * 3
+    batch = pa.table({"doc_id": pa.array([1, 2], pa.int64()), "text": [text, "short"], "source": ["s", "s"]})
+    written = set(op.process(batch).table.column_names)
+    resolved = json.loads(config.model_dump_json())
+    expected = {col for field, (col, _) in KNOWN[op_name].items() if isinstance(resolved.get(field), (int, float))}
+    assert expected, f"{op_name}: no threshold mapped"
+    assert expected <= written, f"{op_name}: {sorted(expected - written)} not written by the op"
+    # the generic min_X / max_X rule never points at a column the run lacks (langid.min_chars is not
+    # a score column)
+    assert set(thresholds([StepInfo(op_name, op_name, resolved)], written)) <= written

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.report.scan import FolderStats, ScoreRange, scan_folder, score_ranges
+from pipelines.report.scan import FolderStats, ScoreRange, folder_schema, scan_folder, score_ranges
 from pipelines.report.thresholds import Threshold, thresholds
 from pipelines.rundir import RunDir
 
@@ -91,9 +91,18 @@ class RunContext:
         return self.run.list_files(rel, ".parquet", recursive=True)
 
     @cached_property
+    def columns(self) -> set[str]:
+        """Every column of every Parquet folder (from file footers)."""
+        names: set[str] = set()
+        for files in self.folder_files():
+            schema = folder_schema(self.run.fs, files)
+            names |= set(schema.names) if schema is not None else set()
+        return names
+
+    @cached_property
     def thresholds(self) -> dict[str, list[Threshold]]:
-        """Score column → the thresholds this run's spec sets on it."""
-        return thresholds(self.steps)
+        """Score column → the thresholds this run's spec sets on it (columns the run has)."""
+        return thresholds(self.steps, self.columns)
 
     @cached_property
     def ranges(self) -> dict[str, ScoreRange]:
