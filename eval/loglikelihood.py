@@ -24,7 +24,7 @@ that does not fit fails on the first batch), each batch is left-padded to its lo
 continuation ends in the last column. Padding gets segment id 0 and real tokens segment 1, and
 positions restart at 0 on each row's first real token, so the model's segment mask makes a padded row
 score exactly as it would alone (``tests/test_eval_loglikelihood.py`` checks batched == unbatched).
-Only the last ``max continuation`` columns go through ``log_softmax``.
+Only the last ``max continuation`` columns go through the output projection and ``log_softmax``.
 
 A request longer than the model's context keeps its last ``max_seq_len + 1`` tokens (the context is
 cut on the left, as lm-eval does); a continuation longer than ``max_seq_len`` is refused.
@@ -33,6 +33,7 @@ cut on the left, as lm-eval does); a continuation longer than ``max_seq_len`` is
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,26 @@ def rolling_windows(tokens: Sequence[int], prefix: int, max_len: int, stride: in
     return out
 
 
+@contextmanager
+def _hidden_states(model):
+    """Within the block, ``model(...)`` returns the final hidden states instead of logits, and the
+    output projection is handed out to apply to the positions that are scored only.
+
+    The output projection is the largest matmul of a small model (vocab × d per position: for the
+    ``tiny`` preset more than all four blocks together) and a multiple-choice request scores a few
+    tokens at the end of a long prompt, so projecting only the scored tail halves the work.
+    ``Transformer.forward`` ends with ``self.lm_head(self.final_norm(x))``; swapping ``lm_head`` for an
+    identity for one call gets ``final_norm(x)`` without re-implementing the forward pass here (a
+    tied projection stays tied: the same module object is put back).
+    """
+    head = model.lm_head
+    model.lm_head = torch.nn.Identity()
+    try:
+        yield head
+    finally:
+        model.lm_head = head
+
+
 def _batches(order: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(order), size):
         yield order[i:i + size]
@@ -143,9 +164,11 @@ def score_requests(em: EvalModel, requests: Sequence[TokenRequest], batch_size: 
             padded = not bool(real.all())
             segments = real.long()
             positions = (segments.cumsum(dim=1) - 1).clamp(min=0)
-            logits = model(ids.to(device), segment_ids=segments.to(device) if padded else None,
-                           position_ids=positions.to(device))
-            logprobs = torch.log_softmax(logits[:, -tail:, :].float(), dim=-1).cpu()
+            with _hidden_states(model) as head:
+                hidden = model(ids.to(device), segment_ids=segments.to(device) if padded else None,
+                               position_ids=positions.to(device))
+                logits = head(hidden[:, -tail:, :])
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             sums = torch.where(scored, token_lp, 0.0).sum(dim=1)
             greedy = ((logprobs.argmax(dim=-1) == targets) | ~scored).all(dim=1)
