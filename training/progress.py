@@ -21,7 +21,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from training.checkpoint import TOKENIZER_FILE, save_model
+from training.checkpoint import TOKENIZER_FILE, WEIGHTS_FILE, save_model
 from training.metrics import MetricsCsv, mfu, perplexity
 from training.model import Transformer
 from training.resume import (OPTIMIZER_FILE, capture_rng, load_tensors, restore_rng, rng_file, step_dir_name,
@@ -70,10 +70,15 @@ class PretrainProgress(pl.Callback):
             "grad_norm": pl_module.last_grad_norm, "tokens_per_s": tokens_per_s,
             "mfu": mfu(self.plan.flops_per_token, tokens_per_s, self.peak, self.world),
         }
+        paused = False  # evaluation and checkpoint time is not training throughput
         if self.plan.eval_every and (step % self.plan.eval_every == 0 or step == self.plan.max_steps):
+            paused = True
             val_loss = self._evaluate(trainer, pl_module)
             if val_loss is not None:
                 row.update(val_loss=val_loss, val_ppl=perplexity(val_loss))
+        extra_metrics = getattr(pl_module, "step_metrics", None)  # fine-tuning modules: more CSV columns
+        if extra_metrics is not None:
+            row.update(extra_metrics(trainer.strategy, self.val_source is not None and "val_loss" in row))
         if self.rank == 0:
             self.csv.add(row)
             if trainer.logger is not None:
@@ -83,8 +88,10 @@ class PretrainProgress(pl.Callback):
                       + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
                       + f" lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} tokens/s {tokens_per_s:,.0f}", flush=True)
         if step % self.plan.checkpoint_every == 0 or step == self.plan.max_steps:
+            paused = True
             self._checkpoint(trainer, pl_module, step, row)
-            self.last_time = time.perf_counter()  # checkpoint time is not training throughput
+        if paused:
+            self.last_time = time.perf_counter()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rank == 0:
@@ -127,8 +134,11 @@ class PretrainProgress(pl.Callback):
                 if fsdp:  # gathered full weights → a plain module for the safetensors writer
                     model = Transformer(pl_module.model_config)
                     model.load_state_dict({k.removeprefix("model."): v for k, v in full_state.items()})
-                save_model(tmp, model, pl_module.model_config,
-                           extra={"step": step, "tokens": row["tokens"], "shards": self.plan.shards_location})
+                extra = {"step": step, "tokens": row["tokens"], "shards": self.plan.shards_location}
+                if hasattr(pl_module, "save_weights") and not fsdp:  # LoRA adapters, reward heads
+                    pl_module.save_weights(tmp, extra)
+                else:
+                    save_model(tmp, model, pl_module.model_config, extra=extra)
                 torch.save(optimizer_state, os.path.join(tmp, OPTIMIZER_FILE))
                 if self.plan.tokenizer_location:
                     _copy_tokenizer(self.plan.tokenizer_location, os.path.join(tmp, TOKENIZER_FILE))
@@ -139,6 +149,7 @@ class PretrainProgress(pl.Callback):
                     "accumulate": self.plan.accumulate, "global_rows": self.plan.global_rows,
                     "seq_len": self.plan.seq_len, "seed": self.plan.seed, "max_steps": self.plan.max_steps,
                     "scheduler": _jsonable(scheduler.state_dict()), "loss": row["loss"],
+                    "weights_file": getattr(pl_module, "weights_file", WEIGHTS_FILE),
                 })
                 self.csv.flush()  # the CSV always reaches at least the newest checkpoint
             torch.save(capture_rng(), os.path.join(tmp, rng_file(self.rank)))
