@@ -171,6 +171,11 @@ def test_counts_equal_those_rederived_from_parquet(runs):
         assert sum(s["removed"]) == s["removed_n"] == removed_n, col
     assert scores["langid.score"]["thresholds"] == [{"step": "langid", "field": "min_score", "value": 0.5, "bound": "min"}]
     assert scores["length.words"]["thresholds"][0]["value"] == 20
+    words = scores["length.words"]
+    assert words["step"] == "length_filter"
+    assert sum(words["removed_by_step"]) == tables["length_filter"].num_rows
+    assert all(n == 0 for lo, n in zip(words["edges"], words["removed_by_step"]) if lo >= 20), \
+        "length_filter removed nothing at or above its threshold"
     low = min(kept.column("langid.score").to_pylist())
     assert low >= 0.5 - 1e-6, "kept documents respect the threshold the histogram marks"
 

@@ -11,6 +11,7 @@ from html import escape
 from typing import Sequence
 
 KEPT, REMOVED, NEUTRAL, MUTED = "#2e7d32", "#c62828", "#1565c0", "#9e9e9e"
+LATER = "#ef9a9a"  # removed by a later step: the removed colour, lighter
 RUN_A, RUN_B = "#1565c0", "#ef6c00"
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 
