@@ -11,6 +11,7 @@ config and everything before them are unchanged, and re-runs only them when thei
 
 from __future__ import annotations
 
+import json
 import posixpath
 import time
 import uuid
@@ -107,7 +108,7 @@ def _input_files(ctx: SinkContext) -> list[str]:
     return files
 
 
-def _sizes(ctx: SinkContext, files: list[str]) -> list[int]:
+def _sizes(files: list[str]) -> list[int]:
     from curation.ingest.listing import filesystem_for
 
     if not files:
@@ -117,8 +118,6 @@ def _sizes(ctx: SinkContext, files: list[str]) -> list[int]:
 
 
 def _json(value: Any) -> bytes:
-    import json
-
     return (json.dumps(value, indent=2) + "\n").encode()
 
 
@@ -207,6 +206,10 @@ class TokenizeOp(SinkOp):
             _write_atomic(ctx, TOKENIZER_FILE, data)  # the shards name their tokenizer inside the run
             return data
         ctx.note(f"{self.step_label}: using {TOKENIZER_FILE} from the train_tokenizer step")
+        trained_with = json.loads(_read(ctx, TRAINING_FILE)).get("val_fraction")
+        if trained_with != self.config.val_fraction:
+            ctx.note(f"{self.step_label}: train_tokenizer left val_fraction={trained_with} out of its sample but "
+                     f"tokenize uses {self.config.val_fraction}: some validation text may have shaped the vocabulary")
         return _read(ctx, TOKENIZER_FILE)
 
     def run(self, ctx: SinkContext) -> dict[str, Any]:
@@ -224,7 +227,7 @@ class TokenizeOp(SinkOp):
         # 1. encode and pack, one data file per actor call
         packed_rel = posixpath.join(ctx.work_dir, "packed")
         workers = cfg.workers or max(1, int(ctx.num_cpus) - (1 if ctx.local else 0))
-        groups = group_files(files, _sizes(ctx, files), workers, int(cfg.group_mb * (1 << 20)))
+        groups = group_files(files, _sizes(files), workers, int(cfg.group_mb * (1 << 20)))
         ds = ray.data.from_items([{"unit": i, "locations": g} for i, g in enumerate(groups)],
                                  override_num_blocks=len(groups))
         ds = ds.map_batches(EncodePackFiles, batch_size=1, batch_format="pyarrow",
