@@ -146,6 +146,9 @@ def report(run_dir: str = typer.Argument(..., help="run directory"),
                                                   "RUN_DIR/report/compare-<name of the other run>.html)")) -> None:
     """Build the data-quality report: RUN_DIR/report/index.html and stats.json, from the run's data."""
     if compare is None:
+        if out_path is not None:
+            err.print("[red]--out names the comparison page; use it with --compare[/]")
+            raise typer.Exit(EXIT_SPEC_ERROR)
         _build_report(run_dir, after_run=False)
         return
     from pipelines.report import build_compare

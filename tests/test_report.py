@@ -286,3 +286,8 @@ def test_report_renders_in_chromium(runs, chromium, tmp_path):
     dom, console = load_page(chromium, compare, tmp_path, ARTIFACTS / "report-compare.png")
     assert console == [], console
     assert re.findall(r'<section id="([a-z_]+)"', dom) == ["changes", "funnel", "scores"]
+
+
+def test_out_without_compare_is_an_error(runs):
+    result = report_cli(str(runs["a"]), "--out", "/tmp/x.html")
+    assert result.exit_code == 2 and "--compare" in result.text
