@@ -36,8 +36,8 @@ def chromium() -> str:
             why = "chromium is not installed and apt-get as root is not available here"
         else:
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            for cmd in (["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                        ["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+            for cmd in (["apt-get", "install", "-y", "--no-install-recommends", "chromium", "fonts-liberation"],
+                        ["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "fonts-liberation"]):
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
                 if cmd[1] == "install" and proc.returncode == 0:
                     break
