@@ -123,14 +123,16 @@ def sample_texts(locations: list[str], documents: int, config: TokenizerTrainCon
     """Stream the tokenizer sample from the kept documents' Parquet files, in a fixed order (so the
     caps cut the same documents on every rerun), stopping at ``sample_docs`` / ``sample_chars``.
 
-    ``documents`` (the kept count) sets the sampling rate so about ``sample_docs`` train documents
-    are drawn; the caps bound what reaches the trainer exactly."""
+    ``documents`` (the kept count) sets the sampling rate so that somewhat more than ``sample_docs``
+    train documents are drawn (a hash threshold gives a binomial count, not an exact one); the caps
+    then cut the stream at exactly ``sample_docs`` / ``sample_chars``, the same documents every time
+    because the order is fixed."""
     import ray
 
     if not locations:
         return
     train_docs = max(1.0, documents * (1.0 - val_fraction))
-    fraction = min(1.0, config.sample_docs / train_docs)
+    fraction = min(1.0, (1.25 * config.sample_docs + 16) / train_docs)
     ds = ray.data.from_items([{"location": loc} for loc in locations], override_num_blocks=len(locations))
     ds.context.execution_options.preserve_order = True
     ds = ds.map_batches(_sample_file, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus,
