@@ -30,10 +30,10 @@ def build(ctx: RunContext) -> Section | None:
     kept = ctx.kept().length.copy()
     removed = np.zeros_like(kept)
     chars_all = docs_all = 0
-    for _, s in folders:
+    for label, s in folders:
         chars_all += s.chars
         docs_all += s.rows - s.null_text
-        if _ is not None:
+        if label is not None:  # a rejected folder
             removed += s.length
     entering = kept + removed
     used = np.nonzero(entering)[0]
