@@ -56,6 +56,12 @@ class TrainPlan:
     data_skip_rows: int = 0
     resume_path: str | None = None
     tokenizer_location: str | None = None  # copied into every checkpoint (generate / export need it)
+    # Fine-tuning (training/finetune): "module:function(plan, model_config)" building the
+    # LightningModule instead of PretrainModule, its settings, and the row columns it needs beyond
+    # input_ids / segment_ids (loss masks, rejected sequences).
+    module_factory: str | None = None
+    task: dict[str, Any] | None = None
+    extra_columns: tuple[str, ...] = ()
 
     @property
     def global_rows(self) -> int:
@@ -97,9 +103,14 @@ def train_worker(config: dict[str, Any]) -> None:
                                f"workers, this run has {world}; exact resume needs the same number")
         model_config = ModelConfig.from_dict(plan.model_config)
         torch.manual_seed(plan.seed)  # the same initial weights on every rank
-        module = PretrainModule(model_config, OptimConfig(**plan.optim), ScheduleConfig(**plan.schedule),
-                                plan.max_steps, plan.block_documents, plan.compile)
-        if resume_dir is not None:
+        if plan.module_factory:
+            module = _import(plan.module_factory)(plan, model_config)
+        else:
+            module = PretrainModule(model_config, OptimConfig(**plan.optim), ScheduleConfig(**plan.schedule),
+                                    plan.max_steps, plan.block_documents, plan.compile)
+        if resume_dir is not None and hasattr(module, "restore_weights"):
+            module.restore_weights(resume_dir)
+        elif resume_dir is not None:
             restored, _ = load_model(resume_dir)
             module.model.load_state_dict(restored.state_dict())
         else:
@@ -131,6 +142,16 @@ def train_worker(config: dict[str, Any]) -> None:
     finally:
         if held is not None:
             held.__exit__(None, None, None)
+
+
+def _import(target: str) -> Any:
+    """``package.module:attribute``; only ``training.`` modules (a plan is data, not code to load)."""
+    import importlib
+
+    module_name, _, attribute = target.partition(":")
+    if not module_name.startswith("training."):
+        raise ValueError(f"module_factory must live in the training package, got {target!r}")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def _quiet_lightning() -> None:
@@ -208,7 +229,8 @@ def _val_rows(plan: TrainPlan, shards: ShardSet) -> Any:
     previous = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True
     try:
-        return read_rows(shards.fs, [f.path for f in shards.val], plan.block_documents).limit(rows).materialize()
+        return read_rows(shards.fs, [f.path for f in shards.val], plan.block_documents,
+                         tuple(plan.extra_columns)).limit(rows).materialize()
     finally:
         ctx.execution_options.preserve_order = previous
 
@@ -221,7 +243,7 @@ def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures:
 
     stream = open_stream(plan, shards)
     plan = dataclasses.replace(plan, data_skip_rows=stream.skip_rows)
-    datasets = {"train": read_rows(shards.fs, stream.files, plan.block_documents)}
+    datasets = {"train": read_rows(shards.fs, stream.files, plan.block_documents, tuple(plan.extra_columns))}
     if plan.eval_every and shards.val:
         datasets["val"] = _val_rows(plan, shards)
     else:

@@ -71,10 +71,12 @@ class MetricsCsv:
 
     def flush(self) -> None:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        # The contract's columns first, then any a module adds (fine-tuning: accuracy, margin …).
+        columns = CSV_COLUMNS + [k for k in dict.fromkeys(k for row in self.rows for k in row) if k not in CSV_COLUMNS]
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in self.rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in CSV_COLUMNS})
+            writer.writerow({k: _fmt(row.get(k)) for k in columns})
         parent = posixpath.dirname(self.path)
         self.fs.create_dir(parent, recursive=True)
         tmp = posixpath.join(parent, ".tmp-train.csv")

@@ -64,7 +64,8 @@ def is_complete(fs: pafs.FileSystem, directory: str) -> bool:
         state = read_state(fs, directory)
     except (FileNotFoundError, OSError, json.JSONDecodeError):
         return False
-    needed = [OPTIMIZER_FILE, "model.safetensors"] + [rng_file(r) for r in range(int(state.get("world_size", 1)))]
+    weights = state.get("weights_file", "model.safetensors")  # fine-tuning: adapter.safetensors …
+    needed = [OPTIMIZER_FILE, weights] + [rng_file(r) for r in range(int(state.get("world_size", 1)))]
     return all(fs.get_file_info(posixpath.join(directory, n)).type == pafs.FileType.File for n in needed)
 
 

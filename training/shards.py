@@ -164,7 +164,7 @@ def stream_from(shards: ShardSet, seed: int, start_row: int, rows_needed: int) -
 # rows → model inputs (batch-wise, on Ray Data workers)
 
 
-def to_model_inputs(batch: pa.Table, block_documents: bool) -> dict[str, np.ndarray]:
+def to_model_inputs(batch: pa.Table, block_documents: bool, extra_columns: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """A batch of shard rows → ``input_ids`` [rows, seq_len+1] int64 and, when attention is blocked
     across documents, ``segment_ids`` [rows, seq_len+1] int32 (position p's document number inside
     its row: the count of ``doc_starts`` ≤ p). Pure NumPy over the Arrow buffers, no per-row Python."""
@@ -185,6 +185,12 @@ def to_model_inputs(batch: pa.Table, block_documents: bool) -> dict[str, np.ndar
             raise ShardError(f"doc_starts outside [0, {width - 1}]")
         np.add.at(marks, (parent, pos), 1)
         out["segment_ids"] = np.cumsum(marks, axis=1, dtype=np.int32)
+    for name in extra_columns:  # fine-tuning rows: loss masks, rejected ids (same width as input_ids)
+        column = batch.column(name).combine_chunks()
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        if rows and values.size != rows * width:
+            raise ShardError(f"column {name!r} must hold {width} values per row, like input_ids")
+        out[name] = values.reshape(rows, width).astype(np.int64)
     return out
 
 
@@ -192,14 +198,15 @@ def to_model_inputs(batch: pa.Table, block_documents: bool) -> dict[str, np.ndar
 # Ray Data: the driver builds the datasets, each Train worker cuts its micro-batches from them
 
 
-def read_rows(fs: pafs.FileSystem, files: list[str], block_documents: bool):
+def read_rows(fs: pafs.FileSystem, files: list[str], block_documents: bool, extra_columns: tuple[str, ...] = ()):
     """A Ray Data dataset of model inputs from shard files (in order; a file may repeat across
     epochs). Order is kept by the trainer's ``preserve_order`` execution option."""
     import ray.data
 
-    columns = ["input_ids", "doc_starts"] if block_documents else ["input_ids"]
+    columns = (["input_ids", "doc_starts"] if block_documents else ["input_ids"]) + list(extra_columns)
     ds = ray.data.read_parquet(files, filesystem=fs, columns=columns)
-    return ds.map_batches(to_model_inputs, batch_format="pyarrow", fn_kwargs={"block_documents": block_documents})
+    return ds.map_batches(to_model_inputs, batch_format="pyarrow",
+                          fn_kwargs={"block_documents": block_documents, "extra_columns": tuple(extra_columns)})
 
 
 class RankBatches:
