@@ -202,7 +202,7 @@ def get_op(name: str) -> type[Op]:
 def load_builtin_ops() -> None:
     """Import the modules whose classes register themselves. Kept explicit (no entry-point scanning)
     so a spec can never cause an arbitrary import."""
-    from curation import decontaminate, extract, langid, length_filter, normalize, pii, shuffle  # noqa: F401
+    from curation import chat, decontaminate, extract, langid, length_filter, normalize, pii, shuffle  # noqa: F401
     from curation.classifiers import apply  # noqa: F401
     from curation.dedup import exact, minhash  # noqa: F401
     from curation.crawl import reader  # noqa: F401
