@@ -59,6 +59,8 @@ def validate(spec: Path = typer.Argument(..., help="spec file (YAML)"),
         what = f"{len(loaded.inputs)} input(s), {steps}"
     elif loaded.kind == "eval":
         what = f"{len(loaded.model.checkpoints)} checkpoint(s), {len(loaded.model.tasks)} task(s)"  # type: ignore[attr-defined]
+    elif loaded.kind == "finetune":
+        what = f"method {loaded.model.method} from {loaded.model.from_}"  # type: ignore[attr-defined]
     elif loaded.kind == "pretrain":
         what = f"data {loaded.model.data}, model {loaded.model.model.preset or loaded.model.model.arch}"  # type: ignore[attr-defined]
     else:
@@ -118,6 +120,10 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
                 from pipelines.eval_run import EvalRun
 
                 manifest = EvalRun(loaded, run_dir, reporter).execute()
+            elif loaded.kind == "finetune":
+                from pipelines.finetune_run import FinetuneRun
+
+                manifest = FinetuneRun(loaded, run_dir, reporter, num_cpus=session.num_cpus).execute()
             elif loaded.kind == "pretrain":
                 from pipelines.pretrain_run import PretrainRun
 

@@ -220,8 +220,124 @@ class EvalSpec(BaseModel):
     ray: RaySettings = RaySettings()
 
 
+# --------------------------------------------------------------------------------------------------
+# kind: finetune (methods: training/finetune/modules.py; checked and run in pipelines/finetune_run.py)
+
+
+class FinetuneData(BaseModel):
+    """JSONL files of `{prompt, response}` or `{messages: [...]}` (sft, lora) or
+    `{prompt, chosen, rejected}` (reward, dpo), and how to split off validation rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: list[str] = Field(min_length=1, description="JSONL files (globs allowed); relative to the spec file")
+    val: list[str] = Field(default_factory=list, description="JSONL files for validation; default: "
+                           "val_fraction of the train records, chosen by a hash of the record")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of train records held out when `val` is empty")
+
+    @field_validator("train", "val", mode="before")
+    @classmethod
+    def _one_path(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class LoraSettings(BaseModel):
+    """LoRA (Hu et al. 2021); defaults r=8, α=16, dropout 0.05 (PEFT/QLoRA's common choice), all
+    attention and MLP projections (QLoRA sec. 4: adapters on every linear layer match full fine-tuning)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: list[Literal["attn.qkv", "attn.proj", "mlp.fc", "mlp.gate", "mlp.up", "mlp.proj"]] = Field(
+        default_factory=lambda: ["attn.qkv", "attn.proj", "mlp.fc", "mlp.gate", "mlp.up", "mlp.proj"],
+        min_length=1, description="projections to adapt (mlp.fc exists in gpt2 models, mlp.gate/up in llama; "
+        "names the model lacks are skipped when others match)")
+
+
+class DpoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0, description="strength of the KL penalty to the reference (DPO paper, TRL default 0.1)")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed share of flipped labels")
+
+
+class FinetuneOptimizer(PretrainOptimizer):
+    """AdamW as for pretraining, with fine-tuning defaults: the learning rate depends on the method
+    (sft 2e-5, lora 2e-4, reward 1e-5, dpo 5e-7: Zephyr / TRL / QLoRA's published settings) and no
+    weight decay (HF TrainingArguments' default)."""
+
+    lr: float | None = Field(None, gt=0, description="peak learning rate; default by method")
+    weight_decay: float = Field(0.0, ge=0, description="on matrices only; norms and biases are not decayed")
+
+
+FINETUNE_DEFAULT_LR = {"sft": 2e-5, "lora": 2e-4, "reward": 1e-5, "dpo": 5e-7}
+
+
+class FinetuneSpec(BaseModel):
+    """``kind: finetune``: SFT, LoRA, a reward model or DPO from a checkpoint, on Ray Train + Lightning
+    (the pretraining launcher: same scaling, checkpoints, resume and metrics)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    kind: Literal["finetune"]
+    name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
+    description: str = ""
+    method: Literal["sft", "lora", "reward", "dpo"]
+    from_: str = Field(alias="from", description="the checkpoint to start from: a checkpoint directory "
+                       "(model.safetensors + model_config.json) or a run directory (its newest checkpoints/step-*)")
+    data: FinetuneData
+    max_seq_len: int = Field(512, ge=8, description="tokens per training row (at most the model's max_seq_len - 1)")
+    packing: bool = Field(True, description="sft/lora: pack several conversations per row, attention blocked "
+                          "between them; false: one conversation per row, padded")
+    chat_template: str | None = Field(None, description="Jinja chat template (sandboxed); default: the "
+                                      "tokenizer's chat_template, else the built-in <|role|> … <|end|> template")
+    chat_template_file: str | None = Field(None, description="file holding the chat template; relative to the spec file")
+    epochs: float | None = Field(None, gt=0, description="passes over the train rows (or give max_steps)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps (or give epochs)")
+    lora: LoraSettings | None = Field(None, description="method lora: adapter settings (defaults when absent)")
+    dpo: DpoSettings | None = Field(None, description="method dpo: beta and label smoothing")
+    optimizer: FinetuneOptimizer = FinetuneOptimizer()
+    schedule: PretrainSchedule = PretrainSchedule()
+    batch: PretrainBatch = PretrainBatch()
+    precision: Literal["32", "bf16-mixed"] = "32"
+    compile: bool = Field(False, description="torch.compile the model")
+    eval_every: int = Field(50, ge=0, description="steps between validation passes (0 = never)")
+    eval_batches: int = Field(20, ge=1, description="val micro-batches per worker per evaluation")
+    checkpoint_every: int = Field(100, ge=1)
+    keep: int | None = Field(3, ge=1, description="checkpoints kept (newest); null = all")
+    seed: int = 1337
+    log_every: int = Field(10, ge=1, description="steps between progress lines (every step is in the CSV)")
+    scaling: PretrainScaling = PretrainScaling()
+    ray: RaySettings = RaySettings()
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FinetuneSpec":
+        if (self.epochs is None) == (self.max_steps is None):
+            raise ValueError("give exactly one of epochs and max_steps")
+        if self.lora is not None and self.method != "lora":
+            raise ValueError(f"a `lora` block needs method: lora (method is {self.method})")
+        if self.dpo is not None and self.method != "dpo":
+            raise ValueError(f"a `dpo` block needs method: dpo (method is {self.method})")
+        if self.chat_template and self.chat_template_file:
+            raise ValueError("give chat_template or chat_template_file, not both")
+        if self.method == "lora" and self.scaling.strategy == "fsdp":
+            raise ValueError("LoRA checkpoints are written from one worker's adapters; use strategy: ddp")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optimizer.lr or FINETUNE_DEFAULT_LR[self.method]
+
+
 KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec, "classifier": ClassifierSpec, "pretrain": PretrainSpec,
-                                     "eval": EvalSpec}
+                                     "eval": EvalSpec, "finetune": FinetuneSpec}
 
 
 @dataclass(frozen=True)
@@ -346,6 +462,10 @@ def validate_spec(data: Any, source: SourceMap, base_dir: str = ".") -> LoadedSp
         from pipelines.eval_run import check_eval_spec
 
         loaded.model = check_eval_spec(model, base_dir, source, issues)
+    if kind == "finetune" and model is not None:
+        from pipelines.finetune_run import check_finetune_spec
+
+        loaded.model = check_finetune_spec(model, base_dir, source, issues)
     if kind == "pretrain" and model is not None:
         from pipelines.pretrain_run import check_against_shards
 
