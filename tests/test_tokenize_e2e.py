@@ -69,7 +69,9 @@ def test_tokenize_spec_end_to_end(gristmill, tmp_path):
     assert counts["documents"]["train"] + counts["documents"]["val"] + counts["documents"]["dropped"] == kept.num_rows
     tokens = counts["tokens"]
     assert tokens["in"] == tokens["train"] + tokens["val"] + tokens["dropped"] and tokens["dropped"] == m["dropped_tokens"]
-    assert m["dropped_tokens"] < 2 * 257  # one group (one actor on this 2-CPU Ray) per split
+    # at most one unfinished row per packing group and split; the test Ray (2 CPUs, reached as a
+    # cluster) gets at most 2 groups
+    assert m["dropped_tokens"] < 2 * 2 * 257
 
     # the shards decode back to the kept text: documents are whole and in order inside rows
     from tokenizers import Tokenizer
