@@ -81,8 +81,10 @@ class PretrainProgress(pl.Callback):
             row.update(extra_metrics(trainer.strategy, self.val_source is not None and "val_loss" in row))
         if self.rank == 0:
             self.csv.add(row)
-            if trainer.logger is not None:
-                trainer.logger.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=step)
+            if step % self.plan.log_every == 0 or step == self.plan.max_steps or "val_loss" in row:
+                # TensorBoard every log_every steps (Lightning's own habit); the CSV has every step.
+                if trainer.logger is not None:
+                    trainer.logger.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=step)
             if step % self.plan.log_every == 0 or step == self.plan.max_steps:
                 print(f"step {step}/{self.plan.max_steps} loss {loss:.4f}"
                       + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
