@@ -18,7 +18,7 @@ import uuid
 from typing import Any, ClassVar
 
 import pyarrow.fs as pafs
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from curation.operator import OpConfig, SinkContext, SinkOp, register_op
 from curation.tokenize.encode import SPLITS, EncodePackFiles, group_files
@@ -60,6 +60,29 @@ class TokenizeConfig(OpConfig):
                             "MB (Parquet); each group drops at most one unfinished row per split")
     workers: int | None = Field(None, ge=1, description="encoding actors (default: one per CPU, one CPU left for I/O "
                                 "on a local Ray)")
+
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _one_of_two_forms(cls, value: Any) -> Any:
+        """Validate the mapping form here, so a typo gets one error naming the key (a plain union
+        would also report "not a string" for the path form)."""
+        if value is None or isinstance(value, (str, TrainTokenizer)):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("expected `{train: {vocab_size: …}}` or a path to a tokenizer.json")
+        try:
+            return TrainTokenizer.model_validate(value)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors(include_url=False):
+                where = ".".join(str(p) for p in err["loc"])
+                if err["type"] == "extra_forbidden":
+                    allowed = ", ".join(TokenizerTrainConfig.model_fields) if len(err["loc"]) > 1 else "train"
+                    problems.append(f"unknown key {where!r} (allowed: {allowed})")
+                else:
+                    problems.append(f"{where}: {err['msg']}")
+            raise ValueError("; ".join(problems)) from None
 
 
 class TrainTokenizerStepConfig(TokenizerTrainConfig):
