@@ -268,6 +268,10 @@ def test_spec_tokenize_fields_and_sink_position():
     assert "t.yaml:8" in str(err.value) and "must close `steps`" in str(err.value)
     with pytest.raises(SpecError, match="vocab_size"):
         spec_with("  - tokenize: {tokenizer: {train: {vocab_size: 10}}}\n")
+    with pytest.raises(SpecError, match="unknown key 'train.vocab' \\(allowed: vocab_size"):
+        spec_with("  - tokenize: {tokenizer: {train: {vocab: 4096}}}\n")
+    with pytest.raises(SpecError, match="or a path to a tokenizer.json"):
+        spec_with("  - tokenize: {tokenizer: 7}\n")
     with pytest.raises(SpecError, match="val_fraction"):
         spec_with("  - tokenize: {val_fraction: 1.5}\n")
     assert json.dumps(loaded.resolved())  # the resolved spec (spec.yaml) is plain data
