@@ -52,11 +52,15 @@ def batch_geometry(spec: PretrainSpec, seq_len: int) -> tuple[int, str | None]:
 
 
 def check_against_shards(spec: PretrainSpec, source: SourceMap) -> list[SpecIssue]:
-    """What only the shards can tell: they exist, the batch divides, the model fits the rows."""
-    from training.shards import ShardError, open_shards
+    """What only the shards can tell: the batch divides, the model fits the rows, the manifest is
+    sound. Shards that do not exist yet are no spec error (the curate run that writes them may come
+    first, as with the shipped specs); running without them is a run error."""
+    from training.shards import ShardError, ShardsMissing, open_shards
 
     try:
         shards = open_shards(spec.data)
+    except ShardsMissing:
+        return []
     except (ShardError, OSError) as exc:
         return [source.issue(("data",), str(exc))]
     issues = []

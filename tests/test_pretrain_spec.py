@@ -67,7 +67,9 @@ def test_errors_name_file_line_and_field(shards):
 
 
 def test_spec_errors(shards):
-    assert any("data: no shard manifest" in i for i in _issues("data=/nonexistent/place"))
+    (shards.parent / "broken").mkdir(exist_ok=True)
+    (shards.parent / "broken" / "manifest.json").write_text("{not json")
+    assert any("data: " in i and "is not JSON" in i for i in _issues(f"data={shards.parent / 'broken'}"))
     assert any("give exactly one of max_steps and max_tokens" in i for i in _issues(f"data={shards}", "max_tokens=5000"))
     assert any("model.max_seq_len: must be at least the shards' seq_len 32" in i
                for i in _issues(f"data={shards}", "model.max_seq_len=16"))
@@ -79,6 +81,18 @@ def test_spec_errors(shards):
     assert any("model: model.d_model (66) must be divisible by model.n_head (4)" in i
                for i in _issues(f"data={shards}", "model.d_model=66"))
     assert any("model.vocab_size" in i and "unknown key" in i for i in _issues(f"data={shards}", "model.vocab_size=100"))
+
+
+def test_missing_shards_validate_but_do_not_run(tmp_path):
+    """A spec may name the shards of a curate run that has not run yet; running it says what to do."""
+    from pipelines.errors import RunError
+    from pipelines.pretrain_run import PretrainRun
+    from pipelines.rundir import RunDir
+    from pipelines.runner import Reporter
+
+    loaded = load_spec(str(SPEC), [f"data={tmp_path / 'not-yet'}"])
+    with pytest.raises(RunError, match="no shard manifest in .*not-yet.*tokenize"):
+        PretrainRun(loaded, RunDir.open(str(tmp_path / "run")), Reporter()).execute()
 
 
 def test_model_shorthand_and_max_tokens(shards):

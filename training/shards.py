@@ -31,6 +31,10 @@ class ShardError(ValueError):
     """The shards are missing or do not follow the contract."""
 
 
+class ShardsMissing(ShardError):
+    """No shard manifest at the location (yet: the run that writes it may not have run)."""
+
+
 @dataclass(frozen=True)
 class ShardFile:
     path: str  # inside the filesystem
@@ -74,7 +78,7 @@ def locate_manifest(location: str) -> tuple[pafs.FileSystem, str]:
     for candidate in (posixpath.join(path, "shards", MANIFEST_NAME), posixpath.join(path, MANIFEST_NAME)):
         if fs.get_file_info(candidate).type == pafs.FileType.File:
             return fs, candidate
-    raise ShardError(f"no shard manifest in {location} (looked for {MANIFEST_NAME} and shards/{MANIFEST_NAME}); "
+    raise ShardsMissing(f"no shard manifest in {location} (looked for {MANIFEST_NAME} and shards/{MANIFEST_NAME}); "
                      "run a curate spec with a `tokenize` step first, or point `data` at its run directory")
 
 
