@@ -217,6 +217,8 @@ class EvalSpec(BaseModel):
     batch_size: int = Field(16, ge=1, description="rows per forward pass (requests, windows or shard rows)")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda asks Ray for one GPU per checkpoint")
     cpus_per_checkpoint: float = Field(1.0, gt=0, description="CPUs of each checkpoint's Ray task (torch threads)")
+    quantize: Literal["none", "int8"] = Field("none", description="int8: evaluate the checkpoint with its Linear "
+                                              "layers dynamically quantised to int8 (CPU; eval/quantize.py)")
     ray: RaySettings = RaySettings()
 
 
