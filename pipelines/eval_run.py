@@ -105,6 +105,8 @@ def check_eval_spec(spec: EvalSpec, base_dir: str, source: SourceMap, issues: li
             config = _resolve_settings(config, base_dir)
         issues.extend(_check_task(config, path, source))
         tasks.append(config.model_dump(mode="json", exclude_none=True))
+    if spec.quantize == "int8" and spec.device == "cuda":
+        issues.append(source.issue(("quantize",), "int8 dynamic quantisation runs on CPU; use device: cpu"))
     return spec.model_copy(update={"checkpoints": checkpoints, "tasks": tasks})
 
 
@@ -112,15 +114,19 @@ def check_eval_spec(spec: EvalSpec, base_dir: str, source: SourceMap, issues: li
 # the Ray task
 
 
-def _evaluate_checkpoint(location: str, tasks: list[dict[str, Any]], batch_size: int, device: str) -> dict[str, Any]:
+def _evaluate_checkpoint(location: str, tasks: list[dict[str, Any]], batch_size: int, device: str,
+                         quantize: str = "none") -> dict[str, Any]:
     import torch
 
     from eval.checkpoints import load_eval_model
     from eval.config import parse_task
+    from eval.quantize import quantize_eval_model, serialized_size
     from eval.runner import run_task, unique_labels
 
     started = time.perf_counter()
     em = load_eval_model(location, device)
+    if quantize == "int8":
+        em = quantize_eval_model(em)
     configs = [parse_task(t) for t in tasks]
     results, samples = {}, {}
     for label, config in zip(unique_labels(configs), configs):
@@ -130,7 +136,8 @@ def _evaluate_checkpoint(location: str, tasks: list[dict[str, Any]], batch_size:
             samples[label] = task_samples
     return {"path": em.path, "step": em.step,
             "model": {"arch": em.config.arch, "params": em.model.num_params(), "max_seq_len": em.config.max_seq_len,
-                      "vocab_size": em.config.vocab_size, "device": device, "torch_threads": torch.get_num_threads()},
+                      "vocab_size": em.config.vocab_size, "device": device, "torch_threads": torch.get_num_threads(),
+                      "quantize": quantize, "weights_bytes": serialized_size(em.model)},
             "tasks": results, "samples": samples, "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -182,7 +189,8 @@ class EvalRun:
         records = {}
         for stage_id, label, location in zip(stage_ids, labels, spec.checkpoints):
             stage_hash = canonical_hash({"weights": _weights_identity(location), "tasks": spec.tasks,
-                                         "batch_size": spec.batch_size, "device": spec.device})
+                                         "batch_size": spec.batch_size, "device": spec.device,
+                                         **({"quantize": spec.quantize} if spec.quantize != "none" else {})})
             record = manifest.stage(stage_id)
             if record and record["hash"] == stage_hash and record["status"] == "done" and "result" in record:
                 self.reporter.note(f"stage {stage_id}: skipped, evaluated already with the same tasks and weights")
@@ -194,7 +202,7 @@ class EvalRun:
             manifest.put_stage(record)
             records[stage_id] = record
             self.reporter.note(f"evaluating {label} on {len(spec.tasks)} task(s)")
-            pending[remote.remote(location, spec.tasks, spec.batch_size, spec.device)] = stage_id
+            pending[remote.remote(location, spec.tasks, spec.batch_size, spec.device, spec.quantize)] = stage_id
         manifest.save(self.run)
 
         failures = []

@@ -20,7 +20,7 @@ HELLASWAG = [
 ]
 
 
-def _spec(tmp_path, checkpoints, extra_tasks: str = "") -> str:
+def _spec(tmp_path, checkpoints, extra_tasks: str = "", extra: str = "") -> str:
     (tmp_path / "hs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in HELLASWAG))
     (tmp_path / "prompts.txt").write_text("First Citizen:\nROMEO:\n\nTo be\n")
     (tmp_path / "doc.txt").write_text("Before we proceed any further, hear me speak. " * 20)
@@ -37,7 +37,7 @@ tasks:
   - generate: {{prompts_file: prompts.txt, max_tokens: 8}}
 {extra_tasks}batch_size: 8
 cpus_per_checkpoint: 0.5
-""")
+{extra}""")
     return str(spec)
 
 
@@ -91,7 +91,8 @@ def test_eval_spec_errors_name_file_line_and_field(tmp_path):
     llama = cached_checkpoint("llama")
     spec = _spec(tmp_path, [llama, tmp_path / "missing"],
                  "  - {name: arc_easy, limit: 0}\n  - {name: nope}\n  - perplexity: {files: [a.txt], shards: run}\n"
-                 "  - {generate: {prompts_file: absent.txt}}\n  - {num_fewshot: 3}\n")
+                 "  - {generate: {prompts_file: absent.txt}}\n  - {num_fewshot: 3}\n",
+                 extra="device: cuda\nquantize: int8\n")
     with pytest.raises(SpecError) as info:
         load_spec(spec)
     text = "\n".join(str(i) for i in info.value.issues)
@@ -101,4 +102,5 @@ def test_eval_spec_errors_name_file_line_and_field(tmp_path):
     assert "tasks[8].perplexity" in text and "exactly one of `shards` and `files`" in text
     assert "tasks[9].generate.prompts_file" in text and "not found" in text
     assert "tasks[10]" in text and "needs `name:`" in text
+    assert "quantize: int8 dynamic quantisation runs on CPU" in text
     assert "tasks[3].perplexity.shards" in text  # no shards were written under tmp_path/run

@@ -37,3 +37,19 @@ def test_int8_model_is_smaller_and_keeps_its_perplexity():
     prompt = [em.tokenizer.encode("ROMEO:", add_special_tokens=False).ids]
     rows = generate_tokens(q.model, prompt, SamplingParams(max_new_tokens=8, temperature=0))
     assert len(rows[0].tokens) == 8
+
+
+def test_eval_run_task_with_int8(tmp_path):
+    """The function each kind: eval Ray task runs, with quantize: int8 (no Ray needed to call it)."""
+    from pipelines.eval_run import _evaluate_checkpoint
+
+    checkpoint = cached_checkpoint("llama")
+    text = tmp_path / "doc.txt"
+    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[-3000:])
+    tasks = [{"name": "arc_easy", "limit": 3}, {"perplexity": {"files": [str(text)]}}]
+    fp32 = _evaluate_checkpoint(str(checkpoint), tasks, 8, "cpu")
+    int8 = _evaluate_checkpoint(str(checkpoint), tasks, 8, "cpu", "int8")
+    assert int8["model"]["quantize"] == "int8" and int8["model"]["weights_bytes"] < fp32["model"]["weights_bytes"]
+    a, b = (r["tasks"]["perplexity_files"]["metrics"]["perplexity"] for r in (fp32, int8))
+    assert abs(b / a - 1) < MAX_RELATIVE_PPL_CHANGE
+    assert int8["tasks"]["arc_easy"]["items"] == 3
