@@ -139,7 +139,7 @@ def _hellaswag_text(text: str) -> str:
     return text.replace("  ", " ")
 
 
-def _parse(record: dict, fmt: str, where: str) -> Item:
+def _parse(record: dict, fmt: str, where: str, line: int) -> Item:
     def need(key: str, kind: type | tuple[type, ...]) -> object:
         if key not in record:
             raise TaskFileError(f"{where}: missing field {key!r} (format {fmt})")
@@ -148,7 +148,6 @@ def _parse(record: dict, fmt: str, where: str) -> Item:
             raise TaskFileError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
         return value
 
-    line = int(where.rsplit(":", 1)[1])
     if fmt == "cloze":
         context, continuation = need("context", str), need("continuation", str)
         if not continuation.strip():
@@ -190,7 +189,7 @@ def read_items(path: str | os.PathLike, fmt: str) -> list[Item]:
                 raise TaskFileError(f"{where}: not JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise TaskFileError(f"{where}: each line must be a JSON object")
-            items.append(_parse(record, fmt, where))
+            items.append(_parse(record, fmt, where, number))
     if not items:
         raise TaskFileError(f"task file {path} holds no items")
     return items
