@@ -151,7 +151,8 @@ def train_and_save(ctx: SinkContext, files: list[str], config: TokenizerTrainCon
     ctx.note(f"training a {config.vocab_size}-token byte-level BPE on up to {config.sample_docs:,} documents "
              f"/ {config.sample_chars:,} characters")
     sample: dict[str, Any] = {}
-    texts = sample_texts(files, ctx.documents, config, val_fraction, num_cpus=0.5 if ctx.local else 1.0)
+    texts = sample_texts(files, ctx.documents, config, val_fraction, num_cpus=0.5 if ctx.local else 1.0,
+                         tasks=max(1, int(ctx.num_cpus)) * 4)
     tokenizer = train_bpe(sample_summary(texts, sample), config)
     if not sample.get("documents"):
         raise ValueError("no train-split documents to train the tokenizer on")

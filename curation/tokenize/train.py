@@ -103,7 +103,7 @@ def sha256(data: bytes) -> str:
 
 
 def _sample_file(batch: pa.Table, fraction: float, val_fraction: float) -> Iterator[pa.Table]:
-    """One data file → its sampled train-split texts (a Ray Data task)."""
+    """Data files → their sampled train-split texts, file by file (a Ray Data task)."""
     from curation.ingest.listing import filesystem_for
 
     for location in batch.column("location").to_pylist():
@@ -119,7 +119,7 @@ def _sample_file(batch: pa.Table, fraction: float, val_fraction: float) -> Itera
 
 
 def sample_texts(locations: list[str], documents: int, config: TokenizerTrainConfig, val_fraction: float,
-                 num_cpus: float = 0.5) -> Iterator[list[str]]:
+                 num_cpus: float = 0.5, tasks: int = 8) -> Iterator[list[str]]:
     """Stream the tokenizer sample from the kept documents' Parquet files, in a fixed order (so the
     caps cut the same documents on every rerun), stopping at ``sample_docs`` / ``sample_chars``.
 
@@ -133,9 +133,11 @@ def sample_texts(locations: list[str], documents: int, config: TokenizerTrainCon
         return
     train_docs = max(1.0, documents * (1.0 - val_fraction))
     fraction = min(1.0, (1.25 * config.sample_docs + 16) / train_docs)
-    ds = ray.data.from_items([{"location": loc} for loc in locations], override_num_blocks=len(locations))
+    # a few tasks, each reading a contiguous run of files (many small files would mean many tiny tasks)
+    ds = ray.data.from_items([{"location": loc} for loc in locations],
+                             override_num_blocks=max(1, min(len(locations), tasks)))
     ds.context.execution_options.preserve_order = True
-    ds = ds.map_batches(_sample_file, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus,
+    ds = ds.map_batches(_sample_file, batch_size=None, batch_format="pyarrow", num_cpus=num_cpus,
                         fn_kwargs={"fraction": fraction, "val_fraction": val_fraction})
     docs = chars = 0
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
