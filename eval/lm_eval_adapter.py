@@ -31,6 +31,7 @@ from typing import Any
 
 try:
     from lm_eval.api.model import LM
+    from lm_eval.api.registry import register_model
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the lm-eval adapter needs lm-evaluation-harness: pip install 'gristmill[eval]'") from exc
 
@@ -41,6 +42,7 @@ from training.generate import SamplingParams, generate_text
 DEFAULT_MAX_GEN_TOKS = 256  # lm_eval.models.huggingface.HFLM's default
 
 
+@register_model("gristmill")  # model="gristmill", model_args="checkpoint=runs/x" once this module is imported
 class GristmillLM(LM):
     def __init__(self, checkpoint: str | os.PathLike | EvalModel, batch_size: int = 16, device: str = "cpu",
                  max_gen_toks: int = DEFAULT_MAX_GEN_TOKS) -> None:

@@ -132,3 +132,10 @@ def test_generate_until_stops_and_caps_tokens():
     assert "\n" not in first
     assert len(em.tokenizer.encode(second, add_special_tokens=False).ids) <= 12 + 1
     assert first == lm.generate_until(requests[:1])[0]  # greedy: reproducible
+
+
+def test_registered_for_lm_eval_model_args():
+    from lm_eval.api.registry import get_model
+
+    lm = get_model("gristmill").create_from_arg_string(f"checkpoint={cached_checkpoint('llama')},batch_size=4")
+    assert isinstance(lm, GristmillLM) and lm.batch_size == 4 and lm.em.step == 30
