@@ -33,11 +33,18 @@ def records(path: Path, n: int) -> list[dict]:
 
 
 def make_base(folder: Path, max_seq_len: int = 128, seed: int = 0):
-    """Write a checkpoint directory (model.safetensors, model_config.json, tokenizer.json)."""
+    """Write a checkpoint directory (model.safetensors, model_config.json, tokenizer.json).
+
+    The output projection is scaled ×10 so logits are O(1) as in a trained model: at init (std
+    0.02) they are ≈ 0 whatever the residual stream holds, and an adapter on the blocks (LoRA) could
+    barely move them, which is a property of untrained models, not of LoRA."""
     tok = train_tokenizer()
     torch.manual_seed(seed)
     config = tiny_config("llama", max_seq_len=max_seq_len)
-    save_model(folder, Transformer(config), config)
+    model = Transformer(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(10.0)
+    save_model(folder, model, config)
     tok.save(str(folder / "tokenizer.json"))
     return tok, config
 
