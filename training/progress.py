@@ -10,6 +10,7 @@ state come back from the checkpoint the worker resumes from.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import posixpath
@@ -26,6 +27,8 @@ from training.metrics import MetricsCsv, mfu, perplexity
 from training.model import Transformer
 from training.resume import (OPTIMIZER_FILE, capture_rng, load_tensors, restore_rng, rng_file, step_dir_name,
                              write_state)
+
+log = logging.getLogger("gristmill.pretrain")
 
 
 class PretrainProgress(pl.Callback):
@@ -86,9 +89,10 @@ class PretrainProgress(pl.Callback):
                 if trainer.logger is not None:
                     trainer.logger.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=step)
             if step % self.plan.log_every == 0 or step == self.plan.max_steps:
-                print(f"step {step}/{self.plan.max_steps} loss {loss:.4f}"
-                      + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
-                      + f" lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} tokens/s {tokens_per_s:,.0f}", flush=True)
+                # Ray Train routes worker logging to the driver's console (a print would show twice).
+                log.info(f"step {step}/{self.plan.max_steps} loss {loss:.4f}"
+                         + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
+                         + f" lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} tokens/s {tokens_per_s:,.0f}")
         if step % self.plan.checkpoint_every == 0 or step == self.plan.max_steps:
             paused = True
             self._checkpoint(trainer, pl_module, step, row)
