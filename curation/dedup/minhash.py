@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 from curation.dedup import clusters
 from curation.dedup.clusters import SCORE, KeepHighest, apply_removals, pick_keepers, score_column
 from curation.dedup.components import distributed_components, local_components
-from curation.dedup.exact import count_by_source, default_partitions
+from curation.dedup.exact import default_partitions
 from curation.dedup.lsh import band_keys, band_table, bucket_edges
 from curation.dedup.rounds import WorkDir, write_table
 from curation.dedup.signatures import MinHashSignatures
@@ -94,7 +94,12 @@ def write_signatures(batch: pa.Table, cfg: MinHashDedupConfig, work: WorkDir, sc
     meta_table = pa.table(meta).filter(pa.array(has))
     if meta_table.num_rows:
         write_table(work.fs, work.path("signatures", "docs"), meta_table)
-    return pa.table({"rows": [rows + meta_table.num_rows], "documents": [int(has.sum())]})
+    # per input file: documents seen (for source_rates), and the rows written go on the first line
+    counts = pa.compute.value_counts(batch.column(SOURCE).cast(pa.string()))
+    sources = counts.field("values").to_pylist()
+    written = [rows + meta_table.num_rows] + [0] * (len(sources) - 1)
+    return pa.table({"source": pa.array(sources, pa.string()), "documents": counts.field("counts").cast(pa.int64()),
+                     "rows": pa.array(written, pa.int64())})
 
 
 def write_edges(table: pa.Table, work: WorkDir, out: str, max_bucket_size: int) -> pa.Table:
@@ -152,9 +157,26 @@ class MinHashDedup(GlobalOp):
         cfg = self.config
         work = WorkDir(context.work_dir, context.filesystem)
         score = score_column(cfg.keep)
-        by_source = count_by_source(ds)
+        # The signature pass counts documents per input file as it goes: no extra pass over the data.
+        sig_info = work.finished("signatures")
+        if sig_info is None:
+            # ds.count() of a Parquet read comes from the footers; it sizes the LSH rounds
+            per_round = cfg.bands_per_round or max(1, min(cfg.bands, ROUND_ROWS // max(1, ds.count())))
+            cfg = cfg.model_copy(update={"bands_per_round": per_round})
+            work.begin("signatures")
+            columns = [DOC_ID, TEXT, SOURCE] + ([score] if score else [])
+            by_source: dict[str, int] = {}
+            rows = 0
+            summaries = ds.select_columns(columns).map_batches(
+                write_signatures, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "work": work, "score": score})
+            for batch in summaries.iter_batches(batch_format="pyarrow", batch_size=None):
+                for source, n, written in zip(*(batch.column(c).to_pylist() for c in ("source", "documents", "rows"))):
+                    by_source[source or ""] = by_source.get(source or "", 0) + n
+                    rows += written
+            sig_info = work.finish("signatures", rows, documents_by_source=by_source, bands_per_round=per_round)
+        by_source = sig_info["documents_by_source"]
         documents = sum(by_source.values())
-        per_round = cfg.bands_per_round or max(1, min(cfg.bands, ROUND_ROWS // max(1, documents)))
+        per_round = sig_info["bands_per_round"]  # a resumed run keeps the grouping its files were written with
         cfg = cfg.model_copy(update={"bands_per_round": per_round})
         groups = math.ceil(cfg.bands / per_round)
         partitions = cfg.partitions or default_partitions(documents * per_round, context.num_cpus)
@@ -162,13 +184,6 @@ class MinHashDedup(GlobalOp):
         read = {"filesystem": work.ray_filesystem()}
 
         if work.finished(clusters.REMOVALS) is None:
-            if work.finished("signatures") is None:
-                work.begin("signatures")
-                columns = [DOC_ID, TEXT, SOURCE] + ([score] if score else [])
-                totals = sum_summaries(ds.select_columns(columns).map_batches(
-                    write_signatures, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "work": work, "score": score}))
-                work.finish("signatures", totals.get("rows", 0), documents=totals.get("documents", 0))
-
             edge_dirs = []
             for group in range(groups):
                 name = f"lsh-{group:03d}"
