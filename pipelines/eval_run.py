@@ -58,11 +58,13 @@ def _check_task(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]:
     elif isinstance(config, PerplexityTaskConfig):
         p = config.perplexity
         if p.shards is not None:
-            from training.shards import ShardError, open_shards
+            from training.shards import ShardError, ShardsMissing, open_shards
 
             try:
                 if not open_shards(p.shards).val:
                     return [source.issue(path + ("perplexity", "shards"), f"the shards in {p.shards} have no val split")]
+            except ShardsMissing:
+                pass  # not written yet (a curate run may come first); running without them is a run error
             except (ShardError, OSError) as exc:
                 return [source.issue(path + ("perplexity", "shards"), str(exc))]
         for i, file in enumerate(p.files or []):
@@ -82,10 +84,14 @@ def check_eval_spec(spec: EvalSpec, base_dir: str, source: SourceMap, issues: li
     checkpoints = []
     for i, location in enumerate(spec.checkpoints):
         absolute = resolve_path(location, base_dir)
-        try:
-            resolve_checkpoint(absolute)
-        except FileNotFoundError as exc:
-            issues.append(source.issue(("checkpoints", i), str(exc)))
+        # A run directory that does not exist yet is no spec error (the pretrain run that writes it
+        # may come first, as with the shipped specs); running without it is a run error. A folder
+        # that exists but holds no checkpoint is a mistake now.
+        if Path(absolute).exists():
+            try:
+                resolve_checkpoint(absolute)
+            except FileNotFoundError as exc:
+                issues.append(source.issue(("checkpoints", i), str(exc)))
         checkpoints.append(absolute)
     tasks = []
     for i, entry in enumerate(spec.tasks):

@@ -89,7 +89,8 @@ def test_eval_spec_end_to_end(tmp_path, gristmill):
 
 def test_eval_spec_errors_name_file_line_and_field(tmp_path):
     llama = cached_checkpoint("llama")
-    spec = _spec(tmp_path, [llama, tmp_path / "missing"],
+    (tmp_path / "not-a-checkpoint").mkdir()
+    spec = _spec(tmp_path, [llama, tmp_path / "not-a-checkpoint", tmp_path / "not-trained-yet"],
                  "  - {name: arc_easy, limit: 0}\n  - {name: nope}\n  - perplexity: {files: [a.txt], shards: run}\n"
                  "  - {generate: {prompts_file: absent.txt}}\n  - {num_fewshot: 3}\n",
                  extra="device: cuda\nquantize: int8\n")
@@ -103,4 +104,11 @@ def test_eval_spec_errors_name_file_line_and_field(tmp_path):
     assert "tasks[9].generate.prompts_file" in text and "not found" in text
     assert "tasks[10]" in text and "needs `name:`" in text
     assert "quantize: int8 dynamic quantisation runs on CPU" in text
-    assert "tasks[3].perplexity.shards" in text  # no shards were written under tmp_path/run
+    # Outputs of runs that have not happened yet validate (checkpoints[2], the shards of tasks[3]) ...
+    assert "checkpoints[2]" not in text and "tasks[3]" not in text
+    assert len(info.value.issues) == 7
+    # ... and running without them says what is missing.
+    from pipelines.eval_run import checkpoint_labels
+
+    with pytest.raises(FileNotFoundError, match="not-trained-yet is neither a model checkpoint"):
+        checkpoint_labels([str(tmp_path / "not-trained-yet")])
