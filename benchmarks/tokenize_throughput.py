@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=None, help="encoding actors (default: the step's default)")
     args = parser.parse_args()
 
     import ray
@@ -71,7 +72,8 @@ def main() -> None:
     tok_path = root / "tokenizer.json"
     tok_path.write_bytes(tokenizer_bytes(tokenizer))
 
-    results: dict = {"machine": machine(), "documents": args.docs, "chars": chars, "seq_len": args.seq_len}
+    results: dict = {"machine": machine(), "documents": args.docs, "chars": chars, "seq_len": args.seq_len,
+                     "workers": args.workers}
 
     def peer(method) -> tuple[float, int]:
         """Seconds and tokens of one pass of ``method`` over the texts, 512 at a time."""
@@ -90,7 +92,8 @@ def main() -> None:
     from pipelines.ray_session import connect
 
     connect()
-    op = TokenizeOp(TokenizeConfig(tokenizer=str(tok_path), seq_len=args.seq_len, val_fraction=0.01))
+    op = TokenizeOp(TokenizeConfig(tokenizer=str(tok_path), seq_len=args.seq_len, val_fraction=0.01,
+                                   workers=args.workers))
     ctx = SinkContext(run_location=str(run_dir), run_root=str(run_dir), filesystem=pa.fs.LocalFileSystem(),
                       input_dir="data", work_dir="work/tokenize", documents=args.docs, num_cpus=cpus, local=True,
                       compression="zstd", upstream=[], note=lambda m: None)
