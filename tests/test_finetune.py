@@ -166,7 +166,7 @@ def test_finetune_spec_end_to_end_then_generate(gristmill, base, tmp_path):
     prompt = "<|user|>\nWhat do plants need to grow?<|end|>\n<|assistant|>\n"
     result = gristmill("generate", str(ckpt), "--prompt", prompt, "--temperature", "0", "--max-tokens", "8", "--json")
     completion = json.loads(result.stdout.strip().splitlines()[-1])
-    assert completion["tokens"] > 0 and completion["prompt"] == prompt
+    assert len(completion["tokens"]) > 0 and completion["prompt"] == prompt
 
     # Rerunning the same spec resumes (here: finds the run finished) instead of training again.
     again = gristmill(*args, timeout=300)
