@@ -218,7 +218,7 @@ class EvalRun:
             record = records[stage_id]
             try:
                 result = ray.get(done[0])
-            except ray.exceptions.RayTaskError as exc:
+            except ray.exceptions.RayError as exc:  # the task raised, or its worker died (memory, node lost)
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                 record.update(status="failed", finished=now(), error=f"{type(cause).__name__}: {cause}")
                 failures.append(f"{record['label']}: {type(cause).__name__}: {cause}")
@@ -226,10 +226,9 @@ class EvalRun:
                 manifest.save(self.run)
                 continue
             for task_label, samples in result.pop("samples").items():
-                body = "".join(_json_line(s) for s in samples).encode()
-                self.run.write_bytes(f"{SAMPLES_DIR}/{record['label'].replace('/', '-')}/{task_label}.jsonl", body)
-                result["tasks"][task_label]["samples_file"] = (
-                    f"{SAMPLES_DIR}/{record['label'].replace('/', '-')}/{task_label}.jsonl")
+                rel = f"{SAMPLES_DIR}/{record['label'].replace('/', '-')}/{task_label}.jsonl"
+                self.run.write_bytes(rel, "".join(_json_line(s) for s in samples).encode())
+                result["tasks"][task_label]["samples_file"] = rel
             record.update(status="done", finished=now(), seconds=result["seconds"], result=result,
                           metrics=_headline(result["tasks"]))
             manifest.put_stage(record)

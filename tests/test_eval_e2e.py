@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -48,10 +49,17 @@ def test_eval_spec_end_to_end(tmp_path, gristmill):
 
         write_shards(tmp_path / "run", load_eval_model(llama))
     run_dir = llama.parent.parent  # a run directory: its newest checkpoint is meant
-    spec = _spec(tmp_path, [run_dir, gpt2])
+    bare = tmp_path / "bare"  # weights without a tokenizer: loading fails inside its Ray task
+    bare.mkdir()
+    for name in ("model.safetensors", "model_config.json"):
+        shutil.copy(llama / name, bare / name)
+    spec = _spec(tmp_path, [run_dir, gpt2, bare])
     out = tmp_path / "out"
     gristmill("validate", spec)
-    proc = gristmill("run", spec, "--out", str(out))
+    proc = gristmill("run", spec, "--out", str(out), check=False)
+    # The failing checkpoint fails the run (exit 1, saying why) and leaves the others' results.
+    assert proc.returncode == 1, proc.stderr
+    assert "bare: FileNotFoundError: no tokenizer for checkpoint" in " ".join(proc.stderr.split())
     results = json.loads((out / "eval" / "results.json").read_text())
     assert results["format"] == "gristmill-eval/1" and len(results["checkpoints"]) == 2
     first, second = results["checkpoints"]
@@ -79,12 +87,16 @@ def test_eval_spec_end_to_end(tmp_path, gristmill):
         direct = run_benchmark(load_eval_model(llama), BenchmarkTaskConfig(name="arc_easy", num_fewshot=1, limit=4), 8)
     assert direct["metrics"] == first["tasks"]["arc_easy"]["metrics"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["kind"] == "eval" and manifest["status"] == "done" and len(manifest["stages"]) == 2
-    # A rerun skips both checkpoints and rewrites the same results.
+    assert manifest["kind"] == "eval" and manifest["status"] == "failed"
+    assert [s["status"] for s in manifest["stages"]] == ["done", "done", "failed"]
+    # A rerun skips the two evaluated checkpoints, retries the failed one, rewrites the same results.
+    shutil.copy(run_dir / "tokenizer" / "tokenizer.json", bare / "tokenizer.json")
     again = gristmill("run", spec, "--out", str(out))
     assert again.stderr.count("skipped, evaluated already") == 2
-    assert json.loads((out / "eval" / "results.json").read_text())["checkpoints"] == results["checkpoints"]
-    assert "eval-e2e" in proc.stdout
+    rerun = json.loads((out / "eval" / "results.json").read_text())["checkpoints"]
+    assert rerun[:2] == results["checkpoints"] and rerun[2]["label"] == "bare"
+    assert rerun[2]["tasks"]["arc_easy"]["metrics"] == first["tasks"]["arc_easy"]["metrics"]  # same weights
+    assert "eval-e2e" in again.stdout
 
 
 def test_eval_spec_errors_name_file_line_and_field(tmp_path):
@@ -112,3 +124,4 @@ def test_eval_spec_errors_name_file_line_and_field(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not-trained-yet is neither a model checkpoint"):
         checkpoint_labels([str(tmp_path / "not-trained-yet")])
+
