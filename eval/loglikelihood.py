@@ -106,7 +106,8 @@ def _hidden_states(model):
 
     The output projection is the largest matmul of a small model (vocab × d per position: for the
     ``tiny`` preset more than all four blocks together) and a multiple-choice request scores a few
-    tokens at the end of a long prompt, so projecting only the scored tail halves the work.
+    tokens at the end of a long prompt, so projecting only the scored tail saves most of that matmul
+    (a third of the CPU time on ARC-Easy with ``tiny``: benchmarks/eval_throughput.py).
     ``Transformer.forward`` ends with ``self.lm_head(self.final_norm(x))``; swapping ``lm_head`` for an
     identity for one call gets ``final_norm(x)`` without re-implementing the forward pass here (a
     tied projection stays tied: the same module object is put back).
