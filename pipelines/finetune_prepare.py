@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from curation.chat import ChatError, conversation_of, preference_of, render
 from training.finetune.data import PREFERENCE_COLUMNS, SFT_COLUMNS, pack_rows, preference_rows, tokenize_with_mask
@@ -44,12 +45,13 @@ def _tokenizer(path: str):
 
 
 def render_batch(batch: pa.Table, method: str, template: str, tokenizer_path: str, val_fraction: float,
-                 forced_split: str | None) -> pa.Table:
+                 forced_split: str | None, width: int) -> pa.Table:
     """Parse, validate and render a batch of JSONL lines; tokenize with assistant masks.
 
     Output columns: ``split``, ``order`` (uint64 hash), ``reason``/``detail`` (null when kept),
-    ``line`` (the record, kept for the rejected folder) and the token lists (``ids``/``mask``, and
-    ``rejected_ids``/``rejected_mask`` for preference methods)."""
+    ``status`` (the reason, or ``kept:<split>``: one column to count everything by), ``truncated``
+    (an SFT conversation longer than a row), ``line`` (the record, for the rejected folder) and the
+    token lists (``ids``/``mask``, and ``rejected_ids``/``rejected_mask`` for preference methods)."""
     import xxhash
 
     lines = batch.column("text").to_pylist()
@@ -88,30 +90,39 @@ def render_batch(batch: pa.Table, method: str, template: str, tokenizer_path: st
         cut = np.uint64(min(_HASH_SPACE - 1, int(val_fraction * _HASH_SPACE)))
         split = np.where(hashes < cut, "val", "train").tolist()
 
-    def scatter(tokenized, kind):
-        ids = [None] * n
-        mask = [None] * n
+    def scatter(tokenized):
+        ids: list[Any] = [None] * n
+        mask: list[Any] = [None] * n
         for j, i in enumerate(ok_rows):
-            row_ids, row_mask = tokenized.row(j)
-            ids[i], mask[i] = row_ids, row_mask
-        return (pa.array(ids, pa.list_(pa.int32())), pa.array(mask, pa.list_(pa.int8())))
+            ids[i], mask[i] = tokenized.row(j)
+        return pa.array(ids, pa.list_(pa.int32())), pa.array(mask, pa.list_(pa.int8()))
 
+    truncated = np.zeros(n, dtype=bool)
     columns: dict[str, Any] = {"split": pa.array(split, pa.string()), "order": pa.array(hashes, pa.uint64()),
                                "line": pa.array(lines, pa.string())}
     chosen = tokenize_with_mask(tok, texts[0], spans[0], append_id=None if preference else eos)
-    columns["ids"], columns["mask"] = scatter(chosen, "chosen")
+    columns["ids"], columns["mask"] = scatter(chosen)
     if preference:
         rejected = tokenize_with_mask(tok, texts[1], spans[1])
-        columns["rejected_ids"], columns["rejected_mask"] = scatter(rejected, "rejected")
-        # Preference rows keep at most seq_len real tokens; a response that is cut away entirely is
-        # decided in rows_batch (it knows the width).
+        columns["rejected_ids"], columns["rejected_mask"] = scatter(rejected)
+        # A pair row keeps the first width - 1 tokens of each side; a side whose response starts
+        # beyond that has nothing left to compare.
+        for j, i in enumerate(ok_rows):
+            if not (chosen.row(j)[1][:width - 1].any() and rejected.row(j)[1][:width - 1].any()):
+                reasons[i], details[i] = "too_long", f"the prompt fills the {width - 1}-token row; no response token fits"
+    else:
+        lengths = chosen.lengths
+        for j, i in enumerate(ok_rows):
+            truncated[i] = lengths[j] > width
     columns["reason"] = pa.array(reasons, pa.string())
     columns["detail"] = pa.array(details, pa.string())
+    columns["status"] = pa.array([r if r is not None else f"kept:{s}" for r, s in zip(reasons, split)], pa.string())
+    columns["truncated"] = pa.array(truncated.astype(np.int64))
     return pa.table(columns)
 
 
 def rows_batch(batch: pa.Table, method: str, width: int, pad_id: int, packing: bool) -> pa.Table:
-    """Kept records of one split → training rows (``too_long`` pairs get ``reason`` set instead)."""
+    """Kept records of one split → training rows."""
     from training.finetune.data import Tokenized
 
     def flat(ids_col: str, mask_col: str) -> Tokenized:
@@ -122,43 +133,13 @@ def rows_batch(batch: pa.Table, method: str, width: int, pad_id: int, packing: b
         return Tokenized(ids.flatten().to_numpy(zero_copy_only=False).astype(np.int32),
                          mask.flatten().to_numpy(zero_copy_only=False).astype(np.int8), offsets)
 
-    if batch.num_rows == 0:
-        return _empty_rows(method)
     if method in PREFERENCE_METHODS:
         table, ok = preference_rows(flat("ids", "mask"), flat("rejected_ids", "rejected_mask"), width, pad_id)
-        if table.num_rows == 0:  # the counts ride on a row: keep one only to carry them
-            return _empty_rows(method) if ok.all() else _count_only(method, int((~ok).sum()))
-        return _with_counts(table, 0, int((~ok).sum()))
-    table, truncated = pack_rows(flat("ids", "mask"), width, pad_id, packing)
-    return _with_counts(table, truncated, 0)
-
-
-def _with_counts(table: pa.Table, truncated: int, dropped: int) -> pa.Table:
-    """Per-batch counts ride on the first row (0 elsewhere), so the driver sums a column instead of
-    collecting rows."""
-    n = table.num_rows
-    first = np.zeros(n, dtype=np.int64)
-    t, d = first.copy(), first.copy()
-    if n:
-        t[0], d[0] = truncated, dropped
-    return table.append_column("_truncated", pa.array(t)).append_column("_dropped", pa.array(d))
-
-
-def _count_only(method: str, dropped: int) -> pa.Table:
-    """A batch whose every pair was too long: no rows, but the count must reach the driver. A row
-    with an empty ``input_ids`` carries it and is removed before writing."""
-    table = _empty_rows(method).drop_columns(["_truncated", "_dropped"])
-    row = {name: pa.array([[]], table.schema.field(name).type) for name in table.column_names}
-    return _with_counts(pa.table(row), 0, dropped)
-
-
-def _empty_rows(method: str) -> pa.Table:
-    ints = pa.list_(pa.int32())
-    cols = {"input_ids": pa.array([], ints), "doc_starts": pa.array([], ints), "loss_mask": pa.array([], pa.list_(pa.int8()))}
-    if method in PREFERENCE_METHODS:
-        cols["rejected_ids"] = pa.array([], ints)
-        cols["rejected_loss_mask"] = pa.array([], pa.list_(pa.int8()))
-    return _with_counts(pa.table(cols), 0, 0)
+        if not ok.all():  # render_batch rejected these already; a mismatch is a bug, not data
+            raise AssertionError("a too-long pair reached the row builder")
+        return table
+    table, _ = pack_rows(flat("ids", "mask"), width, pad_id, packing)
+    return table
 
 
 def _select(ds: Any, rejected: bool, split: str | None = None) -> Any:
@@ -169,12 +150,6 @@ def _select(ds: Any, rejected: bool, split: str | None = None) -> Any:
         return batch.filter(mask)
 
     return ds.map_batches(pick, batch_format="pyarrow")
-
-
-def _drop_carriers(batch: pa.Table) -> pa.Table:
-    """Rows of ``_count_only`` (empty input_ids) have done their job once the counts are summed."""
-    lengths = pc.list_value_length(batch.column("input_ids"))
-    return batch.filter(pc.greater(lengths, 0))
 
 
 def expand(patterns: list[str]) -> list[str]:
@@ -189,9 +164,13 @@ def expand(patterns: list[str]) -> list[str]:
 
 def prepare(run: Any, method: str, train_files: list[str], val_files: list[str], val_fraction: float,
             template: str, tokenizer_path: str, seq_len: int, packing: bool, seed: int,
-            rows_per_file: int = 4096) -> dict[str, Any]:
-    """Write ``shards/`` and ``rejected/prepare/`` into the run directory; return the counts."""
+            rows_per_file: int = 8192) -> dict[str, Any]:
+    """Write ``shards/`` and ``rejected/prepare/`` into the run directory; return the counts.
+
+    Four Ray Data passes: render (materialised, it feeds the rest), one group-by for every count,
+    the rejected rows, and per split a hash sort + packing + write."""
     import ray.data
+    from ray.data.aggregate import Count, Sum
 
     from training.shards import SHARDS_FORMAT
 
@@ -207,49 +186,43 @@ def prepare(run: Any, method: str, train_files: list[str], val_files: list[str],
         ds = ray.data.read_text(files)  # drops empty lines: they are not records
         parts.append(ds.map_batches(render_batch, batch_format="pyarrow", batch_size=512, fn_kwargs=dict(
             method=method, template=template, tokenizer_path=tokenizer_path,
-            val_fraction=0.0 if forced else val_fraction, forced_split=forced)))
-    rendered = parts[0] if len(parts) == 1 else parts[0].union(parts[1])
-    rendered = rendered.materialize()
-    records = rendered.count()
+            val_fraction=0.0 if forced else val_fraction, forced_split=forced, width=width)))
+    rendered = (parts[0] if len(parts) == 1 else parts[0].union(parts[1])).materialize()
+
+    by_status = {row["status"]: row for row in
+                 rendered.groupby("status").aggregate(Count(), Sum("truncated")).take_all()}  # a few groups
+    records = sum(int(r["count()"]) for r in by_status.values())
+    kept = {s: int(by_status.get(f"kept:{s}", {}).get("count()", 0)) for s in ("train", "val")}
+    reasons = {k: int(r["count()"]) for k, r in by_status.items() if not k.startswith("kept:")}
+    truncated = sum(int(r.get("sum(truncated)") or 0) for k, r in by_status.items() if k.startswith("kept:"))
 
     for name in (SHARDS, REJECTED):
         if run.exists(name):
             run.fs.delete_dir(run.path(name))
-    rejected = _select(rendered, rejected=True)
-    rejected_count = rejected.count()
-    reasons: dict[str, int] = {}
-    if rejected_count:
-        rejected.select_columns(["line", "reason", "detail", "split"]).write_parquet(run.uri(REJECTED))
-        for row in rejected.groupby("reason").count().take_all():  # a handful of reasons
-            reasons[row["reason"]] = int(row["count()"])
+    if reasons:
+        _select(rendered, rejected=True).select_columns(["line", "reason", "detail", "split"]) \
+            .write_parquet(run.uri(REJECTED))
 
     splits: dict[str, Any] = {}
-    truncated = dropped = 0
     for split in ("train", "val"):
-        kept = _select(rendered, rejected=False, split=split).sort("order")
-        rows = kept.map_batches(rows_batch, batch_format="pyarrow", batch_size=2048,
-                                fn_kwargs=dict(method=method, width=width, pad_id=pad_id, packing=packing)).materialize()
-        records_in = kept.count()
-        if rows.count():
-            truncated += int(rows.sum("_truncated") or 0)
-            dropped += int(rows.sum("_dropped") or 0)
-        rows = rows.map_batches(_drop_carriers, batch_format="pyarrow").materialize()
-        n_rows = rows.count()
-        tmp = f"{SHARDS}/.tmp-{split}"
-        files = []
-        if n_rows:
-            rows.drop_columns(["_truncated", "_dropped"]).repartition(max(1, -(-n_rows // rows_per_file))) \
-                .write_parquet(run.uri(tmp))
+        files: list[str] = []
+        rows = 0
+        if kept[split]:
+            tmp = f"{SHARDS}/.tmp-{split}"
+            _select(rendered, rejected=False, split=split).sort("order") \
+                .map_batches(rows_batch, batch_format="pyarrow", batch_size=2048,
+                             fn_kwargs=dict(method=method, width=width, pad_id=pad_id, packing=packing)) \
+                .write_parquet(run.uri(tmp), min_rows_per_file=rows_per_file)
             written = sorted(i.path for i in run.fs.get_file_info(pafs.FileSelector(run.path(tmp)))
                              if i.path.endswith(".parquet"))
             for k, path in enumerate(written):
                 rel = f"{SHARDS}/{split}-{k:05d}.parquet"
                 run.fs.move(path, run.path(rel))
                 files.append(rel)
+                with run.fs.open_input_file(run.path(rel)) as f:
+                    rows += pq.ParquetFile(f).metadata.num_rows
             run.fs.delete_dir(run.path(tmp))
-        splits[split] = {"files": files, "rows": int(n_rows), "tokens": int(n_rows * width), "documents": int(records_in)}
-    if dropped:
-        reasons["too_long"] = dropped
+        splits[split] = {"files": files, "rows": rows, "tokens": rows * width, "documents": kept[split]}
     manifest = {
         "format": SHARDS_FORMAT, "seq_len": seq_len, "dtype": "int32",
         "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": _sha256(tokenizer_path),
@@ -260,7 +233,7 @@ def prepare(run: Any, method: str, train_files: list[str], val_files: list[str],
                      "records": records, "rejected": reasons, "truncated": truncated},
     }
     run.write_json(f"{SHARDS}/manifest.json", manifest)
-    kept_records = splits["train"]["documents"] + splits["val"]["documents"] - dropped
+    kept_records = kept["train"] + kept["val"]
     return {"in": records, "kept": kept_records, "rejected": reasons, "truncated": truncated,
             "rows": {s: splits[s]["rows"] for s in splits}, "balanced": kept_records + sum(reasons.values()) == records}
 
