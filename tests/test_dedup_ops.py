@@ -30,39 +30,48 @@ def rows_by_id(table: pa.Table) -> dict[int, dict]:
     return {r["doc_id"]: r for r in table.to_pylist()}
 
 
+def doc_id(file: int, row: int) -> int:
+    """The id contract (DESIGN.md): input file index in the high 32 bits, record in the low."""
+    return file << 32 | row
+
+
 def test_exact_dedup_keepers_columns_and_stats(ray_session, tmp_path):
+    a10, b3, a7, a1, b5, b2, a8, c9 = (doc_id(0, 10), doc_id(1, 3), doc_id(0, 7), doc_id(0, 1), doc_id(1, 5),
+                                       doc_id(1, 2), doc_id(0, 8), doc_id(2, 9))
     texts = ["Hello World", "hello   world", "HELLO WORLD", "Hello World!", "unique one", "Hello World", None, "unique two"]
-    table = pa.table({"doc_id": pa.array([10, 3, 7, 1, 5, 2, 8, 9], pa.int64()), "text": texts,
+    table = pa.table({"doc_id": pa.array([a10, b3, a7, a1, b5, b2, a8, c9], pa.int64()), "text": texts,
                       "source": ["a", "b", "a", "a", "b", "b", "a", "c"],
                       "quality.score": pa.array([0.1, 0.2, 0.9, 0.5, 0.3, None, 0.0, 0.1], pa.float64())})
     out = rows_by_id(run_op(ray_session, "exact_dedup", {}, table, tmp_path))
     assert len(out) == table.num_rows  # every input row comes back
-    group = [10, 3, 7, 2]  # same text after NFKC, lower case and whitespace collapsing
+    group = [a10, b3, a7, b2]  # same text after NFKC, lower case and whitespace collapsing
     for doc in group:
-        assert out[doc]["dedup.cluster_id"] == 2 and out[doc]["dedup.cluster_size"] == 4
-    assert out[2]["reason"] is None and out[2]["dedup.duplicate_of"] is None  # the lowest doc_id stays
-    assert {d: out[d]["reason"] for d in (10, 3, 7)} == dict.fromkeys((10, 3, 7), "exact_duplicate")
-    assert {out[d]["dedup.duplicate_of"] for d in (10, 3, 7)} == {2}
-    for doc in (1, 5, 8, 9):  # punctuation counts by default; null text is nobody's duplicate
+        assert out[doc]["dedup.cluster_id"] == a7 and out[doc]["dedup.cluster_size"] == 4
+    assert out[a7]["reason"] is None and out[a7]["dedup.duplicate_of"] is None  # the lowest doc_id stays
+    assert {d: out[d]["reason"] for d in (a10, b3, b2)} == dict.fromkeys((a10, b3, b2), "exact_duplicate")
+    assert {out[d]["dedup.duplicate_of"] for d in (a10, b3, b2)} == {a7}
+    for doc in (a1, b5, a8, c9):  # punctuation counts by default; null text is nobody's duplicate
         assert out[doc]["reason"] is None and out[doc]["dedup.cluster_id"] is None
     sizes = pq.read_table(tmp_path / "dedup" / "exact_dedup" / "cluster_sizes.parquet").to_pylist()
     assert sizes == [{"cluster_size": 1, "clusters": 4}, {"cluster_size": 4, "clusters": 1}]
     rates = pq.read_table(tmp_path / "dedup" / "exact_dedup" / "source_rates.parquet")
     assert rates.schema.field("documents").type == pa.int64()
-    assert rates.to_pylist() == [{"source": "a", "documents": 4, "duplicates": 2},
-                                 {"source": "b", "documents": 3, "duplicates": 1},
+    assert rates.to_pylist() == [{"source": "a", "documents": 4, "duplicates": 1},
+                                 {"source": "b", "documents": 3, "duplicates": 2},
                                  {"source": "c", "documents": 1, "duplicates": 0}]
+    # the removal lists are one folder per input file
+    assert sorted(p.name for p in (tmp_path / "work" / "02-dedup" / "removals").iterdir() if p.is_dir()) == ["file-0", "file-1"]
 
     # keep the highest score (null ranks last), punctuation ignored
     out = rows_by_id(run_op(ray_session, "exact_dedup", {"keep": {"highest": "quality.score"},
                                                          "normalization": {"strip_punctuation": True}},
                             table, tmp_path / "second"))
-    assert out[7]["reason"] is None and out[7]["dedup.cluster_size"] == 5 and out[7]["dedup.cluster_id"] == 1
-    assert {out[d]["dedup.duplicate_of"] for d in (10, 3, 2, 1)} == {7}
+    assert out[a7]["reason"] is None and out[a7]["dedup.cluster_size"] == 5 and out[a7]["dedup.cluster_id"] == a1
+    assert {out[d]["dedup.duplicate_of"] for d in (a10, b3, b2, a1)} == {a7}
 
 
 def near_duplicate_corpus(n: int = 24) -> tuple[pa.Table, dict[int, int]]:
-    """Originals (even ids), and after them copies: exact, lightly edited, heavily edited."""
+    """Originals in three files, and a fourth file of copies: exact, lightly edited, heavily edited."""
     rng = random.Random(11)
     base = sotu_passages(n, words=200, seed=4)
     vocab = " ".join(base).split()
@@ -73,8 +82,9 @@ def near_duplicate_corpus(n: int = 24) -> tuple[pa.Table, dict[int, int]]:
         texts.append(edit(doc, rate, rng, vocab))
         sources.append("copies")
         copy_of[n + i] = i
-    ids = [2 * i for i in range(len(texts))]
-    copy_of = {2 * c: 2 * o for c, o in copy_of.items()}
+    files = {"file-0": 0, "file-1": 1, "file-2": 2, "copies": 3}
+    ids = [doc_id(files[source], i) for i, source in enumerate(sources)]
+    copy_of = {ids[c]: ids[o] for c, o in copy_of.items()}
     return pa.table({"doc_id": pa.array(ids, pa.int64()), "text": texts, "source": sources}), copy_of
 
 
@@ -82,12 +92,12 @@ def test_minhash_dedup_finds_near_duplicates_and_resumes_between_rounds(ray_sess
     table, copy_of = near_duplicate_corpus()
     texts = dict(zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()))
 
-    # an injected failure after the signature and LSH rounds, before components
+    # an injected failure after the signature and LSH rounds, in the components/removals round
     def fail(*args, **kwargs):
-        raise RuntimeError("injected: the driver died here")
+        raise RuntimeError("injected: the worker died here")
 
-    monkeypatch.setattr(minhash_module, "local_components", fail)
-    with pytest.raises(RuntimeError, match="injected"):
+    monkeypatch.setattr(minhash_module, "local_clusters_task", fail)
+    with pytest.raises(Exception, match="injected"):
         run_op(ray_session, "minhash_dedup", {}, table, tmp_path)
     work = tmp_path / "work" / "02-dedup"
     finished = sorted(p.parent.name for p in work.glob("*/_round.json"))

@@ -5,11 +5,12 @@ listing, so this is deterministic and matches datatrove's "keep the first"), or 
 the document with the highest value of a numeric score column (ties, and documents whose score is
 null, fall back to the lowest ``doc_id``).
 
-Membership rows ``(doc_id, source, cluster_id, cluster_size, duplicate_of)`` exist for every
-document in a cluster of two or more; ``cluster_id`` is the cluster's lowest ``doc_id`` whatever the
-keeper rule, ``duplicate_of`` is null for the keeper. They are written under ``removals/`` in one
-folder per input file (``source``), so the final filter, running over the documents, reads only the
-lists of the files its batch came from.
+Membership rows ``(doc_id, cluster_id, cluster_size, duplicate_of)`` exist for every document in a
+cluster of two or more; ``cluster_id`` is the cluster's lowest ``doc_id`` whatever the keeper rule,
+``duplicate_of`` is null for the keeper. They are written under ``removals/`` in one folder per
+input file. The input file is ``doc_id >> 32`` (DESIGN.md: ``doc_id = file_index << 32 | row``), so
+no round needs the ``source`` string of a member, and the final filter, running over the
+documents, reads only the lists of the files its batch came from.
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import xxhash
 from pydantic import BaseModel, ConfigDict
 
-from curation.operator import DOC_ID, REASON, SOURCE, set_column
+from curation.operator import DOC_ID, REASON, set_column
 from curation.dedup.rounds import WorkDir, parquet_files, write_table
 
 DUPLICATE_OF = "dedup.duplicate_of"
 CLUSTER_ID = "dedup.cluster_id"
 CLUSTER_SIZE = "dedup.cluster_size"
 SCORE = "_score"
-MEMBER_SCHEMA = pa.schema([(DOC_ID, pa.int64()), (SOURCE, pa.string()), ("cluster_id", pa.int64()),
-                           ("cluster_size", pa.int64()), ("duplicate_of", pa.int64())])
+MEMBER_SCHEMA = pa.schema([(DOC_ID, pa.int64()), ("cluster_id", pa.int64()), ("cluster_size", pa.int64()),
+                           ("duplicate_of", pa.int64())])
 REMOVALS = "removals"
 
 
@@ -52,7 +52,7 @@ def score_column(keep: Any) -> str | None:
 
 
 def pick_keepers(table: pa.Table) -> pa.Table:
-    """Rows ``(doc_id, source, cluster_id[, _score])`` holding whole clusters (the caller partitioned
+    """Rows ``(doc_id, cluster_id[, _score])`` holding whole clusters (the caller partitioned
     by ``cluster_id``), possibly with repeated documents → one membership row per document."""
     if table.num_rows == 0:
         return MEMBER_SCHEMA.empty_table()
@@ -80,36 +80,40 @@ def pick_keepers(table: pa.Table) -> pa.Table:
     multi = size > 1  # clusters of one (possible after a capped bucket) decide nothing
     duplicate_of = pa.array(keeper[multi], pa.int64(), mask=(doc[multi] == keeper[multi]))
     return pa.table({
-        DOC_ID: doc[multi], SOURCE: table.column(SOURCE).take(pa.array(order[multi])).cast(pa.string()),
-        "cluster_id": cluster[multi], "cluster_size": size[multi].astype(np.int64), "duplicate_of": duplicate_of,
+        DOC_ID: doc[multi], "cluster_id": cluster[multi], "cluster_size": size[multi].astype(np.int64), "duplicate_of": duplicate_of,
     }, schema=MEMBER_SCHEMA)
 
 
-def source_folder(source: str | None) -> str:
-    """The removal-list folder of one input file (a hash: sources are paths or URIs)."""
-    return posixpath.join(REMOVALS, xxhash.xxh3_64_hexdigest((source or "").encode()))
+def file_index(doc_ids) -> np.ndarray:
+    """The input file of each document: the high 32 bits of its id."""
+    return np.asarray(doc_ids, dtype=np.int64) >> 32
+
+
+def file_folder(index: int) -> str:
+    """The removal-list folder of one input file."""
+    return posixpath.join(REMOVALS, f"file-{int(index)}")
 
 
 STATS_SCHEMA = pa.schema([("kind", pa.string()), ("key", pa.string()), ("value", pa.int64())])
 
 
 def write_removal_lists(table: pa.Table, work: WorkDir) -> pa.Table:
-    """One block of membership rows: one file per source in the block. Returns long-format stats: rows written, members by cluster size, duplicates by source."""
+    """One block of membership rows: one file per input file in the block. Returns long-format
+    stats: rows written, members by cluster size, duplicates by input file."""
     kinds, keys, values = ["rows"], [""], [table.num_rows]
     if table.num_rows:
-        sources = table.column(SOURCE)
-        for source in pc.unique(sources).to_pylist():
-            part = table.filter(pc.is_null(sources) if source is None else pc.equal(sources, source))
-            write_table(work.fs, work.path(source_folder(source)), part)
-            dups = part.num_rows - pc.sum(pc.is_null(part.column("duplicate_of")).cast(pa.int64())).as_py()
-            kinds += ["members_by_source", "duplicates_by_source"]
-            keys += [source or "", source or ""]
-            values += [part.num_rows, dups]
-        sizes = pc.value_counts(table.column("cluster_size"))
-        for entry in sizes.to_pylist():
-            kinds.append("members_by_size")
-            keys.append(str(entry["values"]))
-            values.append(entry["counts"])
+        files = file_index(table.column(DOC_ID).to_numpy())
+        is_dup = table.column("duplicate_of").is_valid().to_numpy(zero_copy_only=False)
+        for index in np.unique(files):
+            mine = files == index
+            write_table(work.fs, work.path(file_folder(index)), table.filter(pa.array(mine)))
+            kinds.append("duplicates_by_file")
+            keys.append(str(int(index)))
+            values.append(int((is_dup & mine).sum()))
+        sizes, members = np.unique(table.column("cluster_size").to_numpy(), return_counts=True)
+        kinds += ["members_by_size"] * len(sizes)
+        keys += [str(int(v)) for v in sizes]
+        values += [int(v) for v in members]
     return pa.table({"kind": kinds, "key": keys, "value": values}, schema=STATS_SCHEMA)
 
 
@@ -124,9 +128,9 @@ def drive_stats(ds: Any) -> dict[str, dict[str, int]]:
 
 
 def removal_round(members: Any, work: WorkDir, partitions: int) -> dict:
-    """Write the per-source lists as the ``removals`` round. Each cluster partition writes one file
-    per source it holds into that source's folder (at most ``partitions`` files per source), which
-    saves a shuffle on ``source`` and still lets the filter read only its own files' lists."""
+    """Write the per-file lists as the ``removals`` round. Each cluster partition writes one file per
+    input file it holds into that file's folder (at most ``partitions`` files per folder), which
+    saves a shuffle and still lets the filter read only its own files' lists."""
     work.begin(REMOVALS)
     stats = members.map_batches(
         write_removal_lists, batch_format="pyarrow", batch_size=None, fn_kwargs={"work": work})
@@ -137,16 +141,16 @@ def removal_round(members: Any, work: WorkDir, partitions: int) -> dict:
 
 # ---------------------------------------------------------------------------- the final filter
 
-_LISTS: "OrderedDict[tuple[str, str], pa.Table]" = OrderedDict()
+_LISTS: "OrderedDict[tuple[str, int], pa.Table]" = OrderedDict()
 _LISTS_CACHED = 32  # per worker process; one list holds only that file's clustered documents
 
 
-def _removal_list(work: WorkDir, source: str | None) -> pa.Table:
-    key = (work.location, source or "")
+def _removal_list(work: WorkDir, index: int) -> pa.Table:
+    key = (work.location, int(index))
     if key in _LISTS:
         _LISTS.move_to_end(key)
         return _LISTS[key]
-    files = parquet_files(work.fs, work.path(source_folder(source)))
+    files = parquet_files(work.fs, work.path(file_folder(index)))
     table = pa.concat_tables([pq.read_table(f, filesystem=work.fs) for f in files]) if files else MEMBER_SCHEMA.empty_table()
     _LISTS[key] = table
     if len(_LISTS) > _LISTS_CACHED:
@@ -157,8 +161,8 @@ def _removal_list(work: WorkDir, source: str | None) -> pa.Table:
 def apply_removals(batch: pa.Table, work: WorkDir, reason: str) -> pa.Table:
     """Mark the batch's duplicates: ``reason`` and the dedup columns (kept cluster members carry
     their cluster id and size too; documents in no cluster get nulls)."""
-    sources = pc.unique(batch.column(SOURCE)).to_pylist() if batch.num_rows else []
-    lists = [_removal_list(work, s) for s in sources]
+    files = np.unique(file_index(batch.column(DOC_ID).to_numpy())) if batch.num_rows else []
+    lists = [_removal_list(work, f) for f in files]
     members = pa.concat_tables(lists) if lists else MEMBER_SCHEMA.empty_table()
     at = pc.index_in(batch.column(DOC_ID), value_set=members.column(DOC_ID).combine_chunks())
     duplicate_of = members.column("duplicate_of").take(at)

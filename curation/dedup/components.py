@@ -149,14 +149,15 @@ def distributed_components(work: WorkDir, edges_dirs: list[str], partitions: int
     raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
 
 
-def local_components_task(work: WorkDir, edges_dirs: list[str], out: str) -> int:
-    """Union-find for an edge set that fits one worker: read, label, write (member, root) rows."""
+def component_roots(work: WorkDir, edges_dirs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Union-find over every edge in ``edges_dirs`` (read in this process): (nodes, lowest id of
+    each node's component), for every node that has an edge."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     files = [f for d in edges_dirs for f in parquet_files(work.fs, work.path(d))]
     if not files:
-        return 0
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     table = pa.concat_tables([pq.read_table(f, filesystem=work.fs) for f in files])
     src, dst = table.column("src").to_numpy(), table.column("dst").to_numpy()
     nodes, inverse = np.unique(np.concatenate([src, dst]), return_inverse=True)
@@ -165,7 +166,14 @@ def local_components_task(work: WorkDir, edges_dirs: list[str], out: str) -> int
     _, label = connected_components(graph, directed=False)
     root = np.full(label.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(root, label, nodes)
-    member_root = root[label]
+    return nodes, root[label]
+
+
+def local_components_task(work: WorkDir, edges_dirs: list[str], out: str) -> int:
+    """Union-find for an edge set that fits one worker: read, label, write (member, root) rows."""
+    nodes, member_root = component_roots(work, edges_dirs)
+    if len(nodes) == 0:
+        return 0
     keep = nodes != member_root
     result = pa.table({"src": nodes[keep], "dst": member_root[keep]}, schema=EDGE_SCHEMA)
     write_table(work.fs, work.path(out), result)

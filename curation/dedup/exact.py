@@ -1,10 +1,10 @@
 """`exact_dedup`: documents whose normalised text is identical; one of each group is kept.
 
 Each document's text is normalised (``normalization``, see ``text_key``) and hashed to 128 bits
-(xxh3-128: a collision among 10^12 documents has probability ~10^-15). Rows ``(doc_id, key,
-source[, score])`` are hash-shuffled on ``key`` with Ray Data, so every group lands whole in one
-partition; each partition picks keepers with NumPy and the membership rows are shuffled on
-``source`` into one removal list per input file. The final filter runs over the documents where they
+(xxh3-128: a collision among 10^12 documents has probability ~10^-15). Rows ``(doc_id, key[,
+score])`` are hash-shuffled on ``key`` with Ray Data, so every group lands whole in one partition;
+each partition picks keepers with NumPy and writes the membership rows into one removal list per
+input file. The final filter runs over the documents where they
 are (their text never moves) and reads only the lists of its batch's files.
 
 Removed documents go to ``rejected/<step>/`` with reason ``exact_duplicate``, ``dedup.duplicate_of``
@@ -24,7 +24,7 @@ from pydantic import Field
 from curation.dedup import clusters
 from curation.dedup.clusters import SCORE, KeepHighest, apply_removals, pick_keepers, score_column
 from curation.dedup.rounds import WorkDir
-from curation.dedup.stats import write_stats
+from curation.dedup.stats import add_file_counts, documents_by_file, write_stats
 from curation.dedup.text_key import TextNormalization, normalized_text, text_keys
 from curation.operator import DOC_ID, SOURCE, TEXT, GlobalContext, GlobalOp, OpConfig, register_op
 
@@ -43,8 +43,7 @@ def default_partitions(rows: int, num_cpus: float, rows_per_partition: int = 1_0
 
 
 def key_rows(batch: pa.Table, normalization: TextNormalization, score: str | None) -> pa.Table:
-    columns = {DOC_ID: batch.column(DOC_ID), "key": text_keys(normalized_text(batch.column(TEXT), normalization)),
-               SOURCE: batch.column(SOURCE).cast(pa.string())}
+    columns = {DOC_ID: batch.column(DOC_ID), "key": text_keys(normalized_text(batch.column(TEXT), normalization))}
     if score:
         columns[SCORE] = batch.column(score).cast(pa.float64())
     table = pa.table(columns)
@@ -67,18 +66,12 @@ def exact_groups(table: pa.Table) -> pa.Table:
     return pick_keepers(table.filter(pa.array(in_group)))
 
 
-def documents_by_source(batch: pa.Table) -> pa.Table:
-    counts = pc.value_counts(batch.column(SOURCE).cast(pa.string()))
-    return pa.table({"source": counts.field("values"), "documents": counts.field("counts")})
-
-
-def count_by_source(ds: Any) -> dict[str, int]:
-    """Documents per input file (one number per file reaches the driver)."""
-    totals: dict[str, int] = {}
-    for batch in ds.select_columns([SOURCE]).map_batches(documents_by_source, batch_format="pyarrow",
-                                                         batch_size=None).iter_batches(batch_format="pyarrow", batch_size=None):
-        for source, n in zip(batch.column("source").to_pylist(), batch.column("documents").to_pylist()):
-            totals[source or ""] = totals.get(source or "", 0) + n
+def count_by_file(ds: Any) -> dict[str, list]:
+    """{input file index: [source, documents]} (one row per file reaches the driver)."""
+    totals: dict[str, list] = {}
+    counts = ds.select_columns([DOC_ID, SOURCE]).map_batches(documents_by_file, batch_format="pyarrow", batch_size=None)
+    for batch in counts.iter_batches(batch_format="pyarrow", batch_size=None):
+        add_file_counts(totals, batch)
     return totals
 
 
@@ -95,17 +88,17 @@ class ExactDedup(GlobalOp):
         cfg = self.config
         work = WorkDir(context.work_dir, context.filesystem)
         score = score_column(cfg.keep)
-        by_source = count_by_source(ds)
-        partitions = cfg.partitions or default_partitions(sum(by_source.values()), context.num_cpus)
+        by_file = count_by_file(ds)
+        partitions = cfg.partitions or default_partitions(sum(n for _, n in by_file.values()), context.num_cpus)
         info = work.finished(clusters.REMOVALS)
         if info is None:
-            columns = [DOC_ID, TEXT, SOURCE] + ([score] if score else [])
+            columns = [DOC_ID, TEXT] + ([score] if score else [])
             keyed = ds.select_columns(columns).map_batches(
                 key_rows, batch_format="pyarrow", fn_kwargs={"normalization": cfg.normalization, "score": score})
             members = keyed.repartition(partitions, keys=["key"]).map_batches(
                 exact_groups, batch_format="pyarrow", batch_size=None)
             info = clusters.removal_round(members, work, partitions)
-        write_stats(context.run_root, context.filesystem, self.step_label, by_source, info,
+        write_stats(context.run_root, context.filesystem, self.step_label, by_file, info,
                     {"members": info["rows"], "partitions": partitions})
         return ds.map_batches(apply_removals, batch_format="pyarrow",
                               fn_kwargs={"work": work, "reason": self.reason})

@@ -30,12 +30,12 @@ from pydantic import Field, model_validator
 
 from curation.dedup import clusters
 from curation.dedup.clusters import SCORE, KeepHighest, apply_removals, pick_keepers, score_column
-from curation.dedup.components import distributed_components, local_components
+from curation.dedup.components import component_roots, distributed_components, local_components
 from curation.dedup.exact import default_partitions
 from curation.dedup.lsh import band_keys, band_table, bucket_edges
 from curation.dedup.rounds import WorkDir, write_table
 from curation.dedup.signatures import MinHashSignatures
-from curation.dedup.stats import write_stats
+from curation.dedup.stats import add_file_counts, documents_by_file, write_stats
 from curation.operator import DOC_ID, SOURCE, TEXT, GlobalContext, GlobalOp, OpConfig, register_op
 
 
@@ -88,18 +88,16 @@ def write_signatures(batch: pa.Table, cfg: MinHashDedupConfig, work: WorkDir, sc
         if table.num_rows:
             write_table(work.fs, work.path("signatures", f"bands-{group:03d}"), table)
         rows += table.num_rows
-    meta = {DOC_ID: batch.column(DOC_ID), SOURCE: batch.column(SOURCE).cast(pa.string())}
-    if score:
-        meta[SCORE] = batch.column(score).cast(pa.float64())
-    meta_table = pa.table(meta).filter(pa.array(has))
-    if meta_table.num_rows:
-        write_table(work.fs, work.path("signatures", "docs"), meta_table)
-    # per input file: documents seen (for source_rates), and the rows written go on the first line
-    counts = pa.compute.value_counts(batch.column(SOURCE).cast(pa.string()))
-    sources = counts.field("values").to_pylist()
-    written = [rows + meta_table.num_rows] + [0] * (len(sources) - 1)
-    return pa.table({"source": pa.array(sources, pa.string()), "documents": counts.field("counts").cast(pa.int64()),
-                     "rows": pa.array(written, pa.int64())})
+    meta_rows = 0
+    if score:  # the keeper rule needs each member's score later
+        meta = pa.table({DOC_ID: batch.column(DOC_ID), SCORE: batch.column(score).cast(pa.float64())}).filter(pa.array(has))
+        if meta.num_rows:
+            write_table(work.fs, work.path("signatures", "docs"), meta)
+        meta_rows = meta.num_rows
+    # per input file: documents seen (for source_rates); the rows written go on the first line
+    counts = documents_by_file(batch)
+    written = [rows + meta_rows] + [0] * (counts.num_rows - 1) if counts.num_rows else []
+    return counts.append_column("rows", pa.array(written, pa.int64()))
 
 
 def write_edges(table: pa.Table, work: WorkDir, out: str, max_bucket_size: int) -> pa.Table:
@@ -109,35 +107,38 @@ def write_edges(table: pa.Table, work: WorkDir, out: str, max_bucket_size: int) 
     return pa.table({"rows": [edges.num_rows], **{k: [v] for k, v in stats.items()}})
 
 
-def _joinable(doc_id, cluster_id, source, score_values, score: str | None) -> pa.Table:
-    columns = {DOC_ID: doc_id, "cluster_id": cluster_id, SOURCE: source}
-    if score:
-        columns[SCORE] = score_values
-    return pa.table(columns)
+def members_of(edges: pa.Table) -> pa.Table:
+    """(member, root) edges → (doc_id, cluster_id) rows for members and roots alike."""
+    src, dst = edges.column("src"), edges.column("dst")
+    return pa.table({DOC_ID: pa.chunked_array(src.chunks + dst.chunks, pa.int64()),
+                     "cluster_id": pa.chunked_array(dst.chunks + dst.chunks, pa.int64())})
 
 
-def members_of(edges: pa.Table, score: str | None) -> pa.Table:
-    """(member, root) edges → (doc_id, cluster_id) rows for members and roots alike, in the shape
-    the per-partition join expects."""
-    edges = edges.combine_chunks()
-    doc = pa.concat_arrays([edges.column("src").chunk(0), edges.column("dst").chunk(0)]) if edges.num_rows else pa.array([], pa.int64())
-    root = pa.concat_arrays([edges.column("dst").chunk(0)] * 2) if edges.num_rows else pa.array([], pa.int64())
-    n = len(doc)
-    return _joinable(doc, root, pa.nulls(n, pa.string()), pa.nulls(n, pa.float64()), score)
+def with_null_score(table: pa.Table) -> pa.Table:
+    return table.append_column(SCORE, pa.nulls(table.num_rows, pa.float64()))
 
 
-def as_docs(meta: pa.Table, score: str | None) -> pa.Table:
-    n = meta.num_rows
-    return _joinable(meta.column(DOC_ID), pa.nulls(n, pa.int64()), meta.column(SOURCE),
-                     meta.column(SCORE) if score else None, score)
+def as_docs(meta: pa.Table) -> pa.Table:
+    return pa.table({DOC_ID: meta.column(DOC_ID), "cluster_id": pa.nulls(meta.num_rows, pa.int64()),
+                     SCORE: meta.column(SCORE)})
 
 
-def join_members(table: pa.Table) -> pa.Table:
-    """One doc_id partition of the union: attach each member's source (and score)."""
+def join_scores(table: pa.Table) -> pa.Table:
+    """One doc_id partition of the union of members and (doc_id, score) rows: each member's score."""
     is_member = pa.compute.is_valid(table.column("cluster_id"))
     members = table.filter(is_member).select([DOC_ID, "cluster_id"])
-    docs = table.filter(pa.compute.invert(is_member)).drop_columns(["cluster_id"])
-    return members.join(docs, DOC_ID, join_type="inner")
+    docs = table.filter(pa.compute.invert(is_member)).select([DOC_ID, SCORE])
+    return members.join(docs, DOC_ID, join_type="left outer")
+
+
+def local_clusters_task(work: WorkDir, edge_dirs: list[str]) -> pa.Table:
+    """Union-find over all edges in one task, keeper = lowest doc_id = the component's root, and the
+    per-file removal lists written directly: no shuffle at all for edge sets that fit one worker."""
+    nodes, roots = component_roots(work, edge_dirs)
+    _, label, sizes = np.unique(roots, return_inverse=True, return_counts=True)
+    members = pa.table({DOC_ID: nodes, "cluster_id": roots, "cluster_size": sizes[label].astype(np.int64),
+                        "duplicate_of": pa.array(roots, pa.int64(), mask=nodes == roots)}, schema=clusters.MEMBER_SCHEMA)
+    return clusters.write_removal_lists(members, work)
 
 
 @register_op
@@ -165,17 +166,16 @@ class MinHashDedup(GlobalOp):
             cfg = cfg.model_copy(update={"bands_per_round": per_round})
             work.begin("signatures")
             columns = [DOC_ID, TEXT, SOURCE] + ([score] if score else [])
-            by_source: dict[str, int] = {}
+            by_file: dict[str, list] = {}
             rows = 0
             summaries = ds.select_columns(columns).map_batches(
                 write_signatures, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "work": work, "score": score})
             for batch in summaries.iter_batches(batch_format="pyarrow", batch_size=None):
-                for source, n, written in zip(*(batch.column(c).to_pylist() for c in ("source", "documents", "rows"))):
-                    by_source[source or ""] = by_source.get(source or "", 0) + n
-                    rows += written
-            sig_info = work.finish("signatures", rows, documents_by_source=by_source, bands_per_round=per_round)
-        by_source = sig_info["documents_by_source"]
-        documents = sum(by_source.values())
+                add_file_counts(by_file, batch)
+                rows += sum(batch.column("rows").to_pylist())
+            sig_info = work.finish("signatures", rows, documents_by_file=by_file, bands_per_round=per_round)
+        by_file = sig_info["documents_by_file"]
+        documents = sum(n for _, n in by_file.values())
         per_round = sig_info["bands_per_round"]  # a resumed run keeps the grouping its files were written with
         cfg = cfg.model_copy(update={"bands_per_round": per_round})
         groups = math.ceil(cfg.bands / per_round)
@@ -209,7 +209,7 @@ class MinHashDedup(GlobalOp):
             if backend == "auto":
                 backend = "local" if edges <= cfg.local_max_edges else "distributed"
             summary["components_backend"] = backend
-            if not edge_dirs:
+            if not edge_dirs or (backend == "local" and not score):
                 final: list[str] = []
             elif backend == "local":
                 final = local_components(work, edge_dirs)["final"]
@@ -218,15 +218,22 @@ class MinHashDedup(GlobalOp):
                 final, summary["components_rounds"] = result["final"], result["rounds"]
 
             work.begin(clusters.REMOVALS)
-            if final:
-                members = ray.data.read_parquet(final, **read).map_batches(
-                    members_of, batch_format="pyarrow", fn_kwargs={"score": score})
-                docs = ray.data.read_parquet(work.uri("signatures", "docs"), **read).map_batches(
-                    as_docs, batch_format="pyarrow", fn_kwargs={"score": score})
-                # Ray's Dataset.join needs polars; a union shuffled on doc_id and joined per
-                # partition with Arrow's hash join is the same plan without it.
-                joined = members.union(docs).repartition(partitions, keys=[DOC_ID]).map_batches(
-                    join_members, batch_format="pyarrow", batch_size=None)
+            if edge_dirs and backend == "local" and not score:
+                stats = ray.get(ray.remote(num_cpus=1)(local_clusters_task).remote(work, edge_dirs))
+                totals = clusters.drive_stats(ray.data.from_arrow(stats))
+                work.finish(clusters.REMOVALS, totals.pop("rows", {}).get("", 0), **totals)
+            elif final:
+                members = ray.data.read_parquet(final, **read).map_batches(members_of, batch_format="pyarrow")
+                if score:
+                    # Ray's Dataset.join needs polars; a union shuffled on doc_id and Arrow's hash
+                    # join per partition is the same plan without it.
+                    docs = ray.data.read_parquet(work.uri("signatures", "docs"), **read).map_batches(
+                        as_docs, batch_format="pyarrow")
+                    members = members.map_batches(with_null_score, batch_format="pyarrow").union(docs)
+                    joined = members.repartition(partitions, keys=[DOC_ID]).map_batches(
+                        join_scores, batch_format="pyarrow", batch_size=None)
+                else:
+                    joined = members
                 picked = joined.repartition(partitions, keys=["cluster_id"]).map_batches(
                     pick_keepers, batch_format="pyarrow", batch_size=None)
                 clusters.removal_round(picked, work, partitions)
@@ -234,5 +241,5 @@ class MinHashDedup(GlobalOp):
                 work.finish(clusters.REMOVALS, 0)
         info = work.finished(clusters.REMOVALS)
         summary["members"] = info["rows"]
-        write_stats(context.run_root, context.filesystem, self.step_label, by_source, info, summary)
+        write_stats(context.run_root, context.filesystem, self.step_label, by_file, info, summary)
         return ds.map_batches(apply_removals, batch_format="pyarrow", fn_kwargs={"work": work, "reason": self.reason})
