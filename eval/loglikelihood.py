@@ -27,7 +27,10 @@ score exactly as it would alone (``tests/test_eval_loglikelihood.py`` checks bat
 Only the last ``max continuation`` columns go through the output projection and ``log_softmax``.
 
 A request longer than the model's context keeps its last ``max_seq_len + 1`` tokens (the context is
-cut on the left, as lm-eval does); a continuation longer than ``max_seq_len`` is refused.
+cut on the left, as lm-eval does). A continuation longer than ``max_seq_len`` itself (a 1,000-character
+PIQA answer for a 256-token model) then loses its first tokens too: only its last ``max_seq_len``
+tokens are scored. Either way the request is marked ``truncated`` and each task reports how many were,
+rather than failing a whole evaluation on a few long items.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class Score:
     logprob: float  # sum of log p(continuation token | everything before it), natural log
     greedy: bool  # every continuation token is the argmax at its position
     tokens: int  # continuation tokens scored
-    truncated: bool = False  # the context was cut on the left to fit the model
+    truncated: bool = False  # cut on the left to fit the model (the context, or the continuation too)
 
 
 def encode_pairs(em: EvalModel, pairs: Sequence[tuple[str, str]]) -> list[TokenRequest]:
@@ -135,13 +138,10 @@ def score_requests(em: EvalModel, requests: Sequence[TokenRequest], batch_size: 
     for i, req in enumerate(requests):
         if not req.context or not req.continuation:
             raise ValueError(f"request {i}: context and continuation must both hold tokens")
-        if len(req.continuation) > max_len:
-            raise ValueError(f"request {i}: a continuation of {len(req.continuation)} tokens does not fit the "
-                             f"model's context of {max_len} tokens")
         seq = req.context + req.continuation
         truncated.append(len(seq) > max_len + 1)
         sequences.append(seq[-(max_len + 1):])
-        n_cont.append(len(req.continuation))
+        n_cont.append(min(len(req.continuation), max_len))
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     results: list[Score | None] = [None] * len(sequences)
     model, device = em.model, em.device

@@ -103,8 +103,12 @@ def test_long_context_is_cut_on_the_left():
     kept = TokenRequest((long_context + (11, 12, 13))[-(max_len + 1):-3], (11, 12, 13))
     assert not score_requests(em, [kept])[0].truncated
     assert score.logprob == pytest.approx(score_requests(em, [kept])[0].logprob, abs=1e-5)
-    with pytest.raises(ValueError, match="does not fit"):
-        score_requests(em, [TokenRequest((1,), tuple([5] * (max_len + 1)))])
+    # A continuation longer than the context: its last max_len tokens are scored, after its first one.
+    long_cont = tuple(range(20, 20 + max_len + 5))
+    cut, = score_requests(em, [TokenRequest((1,), long_cont)])
+    tail = TokenRequest(long_cont[4:5], long_cont[5:])
+    assert cut.truncated and cut.tokens == max_len
+    assert cut.logprob == pytest.approx(score_requests(em, [tail])[0].logprob, abs=1e-5)
 
 
 def test_rolling_windows_cover_every_token_once():
