@@ -167,3 +167,18 @@ def test_runner_on_shipped_tasks_with_fewshot():
         assert result["items"] == 6 and 0.0 <= result["metrics"]["acc"] <= 1.0
         assert set(result["metrics"]) >= {"acc", "acc_stderr"}
     assert run_benchmark(em, BenchmarkTaskConfig(name="arc_easy", limit=6), 8)["requests"] == 24
+
+
+def test_results_document_is_strict_json_and_flattens():
+    from eval.results import dumps, metric_rows, results_document
+
+    doc = results_document("r", "2026-11-27T00:00:00Z", [
+        {"label": "a/step-000010", "tasks": {"arc_easy": {"kind": "multiple_choice", "items": 1,
+                                                           "metrics": {"acc": 1.0, "acc_stderr": float("nan")}}}},
+        {"label": "b", "tasks": {"ppl": {"kind": "perplexity", "metrics": {"perplexity": 12.5}}}},
+    ])
+    assert json.loads(dumps(doc))["checkpoints"][0]["tasks"]["arc_easy"]["metrics"]["acc_stderr"] is None
+    assert metric_rows(doc) == [
+        {"checkpoint": "a/step-000010", "task": "arc_easy", "metric": "acc", "value": 1.0},
+        {"checkpoint": "a/step-000010", "task": "arc_easy", "metric": "acc_stderr", "value": None},
+        {"checkpoint": "b", "task": "ppl", "metric": "perplexity", "value": 12.5}]
