@@ -84,6 +84,13 @@ def check_finetune_spec(spec: FinetuneSpec, base_dir: str, source: SourceMap, is
         for i, pattern in enumerate(getattr(data, field)):
             if not expand([pattern]) or not all(os.path.isfile(p) for p in expand([pattern])):
                 issues.append(source.issue(("data", field, i), f"no such file: {pattern}"))
+    _, problem = batch_geometry(spec, spec.max_seq_len)
+    if problem:
+        issues.append(source.issue(("batch", "global_batch_tokens"), problem))
+    if not os.path.exists(spec.from_):
+        # A run that does not exist yet is no spec error (the shipped specs chain pretrain → sft →
+        # dpo); running without it is a run error. One that exists but holds no model is a mistake now.
+        return spec
     try:
         base = resolve_base(spec.from_)
         config, _ = read_model_config(base)
@@ -98,9 +105,6 @@ def check_finetune_spec(spec: FinetuneSpec, base_dir: str, source: SourceMap, is
     if spec.max_seq_len > config.max_seq_len:
         issues.append(source.issue(("max_seq_len",), f"must be at most the model's max_seq_len {config.max_seq_len}, "
                                    f"got {spec.max_seq_len}"))
-    _, problem = batch_geometry(spec, spec.max_seq_len)
-    if problem:
-        issues.append(source.issue(("batch", "global_batch_tokens"), problem))
     try:
         template, _ = choose_template(spec.chat_template, spec.chat_template_file, tokenizer)
         compile_template(template)
@@ -125,7 +129,10 @@ class FinetuneRun:
         import ray
 
         spec: FinetuneSpec = self.spec.model  # type: ignore[assignment]
-        base = resolve_base(spec.from_)
+        try:
+            base = resolve_base(spec.from_)
+        except FileNotFoundError as exc:
+            raise RunError(f"from: {exc}; run the spec that trains it first") from None
         from training.checkpoint import find_tokenizer
 
         tokenizer = str(find_tokenizer(base))
@@ -169,8 +176,8 @@ class FinetuneRun:
         manifest.data["stages"] = [record]  # a new data stage invalidates the training stage
         manifest.save(self.run)
         rejected = sum(counts["rejected"].values())
-        self.reporter.note(f"{counts['in']:,} records → {counts['kept']:,} kept, {rejected:,} rejected "
-                           f"{counts['rejected'] or ''}; rows train {counts['rows']['train']:,}, val {counts['rows']['val']:,}"
+        self.reporter.note(f"{counts['in']:,} records → {counts['kept']:,} kept, {rejected:,} rejected"
+                           + (f" {counts['rejected']}" if rejected else "") + f"; rows train {counts['rows']['train']:,}, val {counts['rows']['val']:,}"
                            + (f"; {counts['truncated']:,} conversations truncated" if counts["truncated"] else ""))
         return record
 
