@@ -311,7 +311,12 @@ def generate(checkpoint: Path = typer.Argument(..., help="checkpoint directory (
     try:
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k or None,
                                 top_p=top_p, seed=seed)
-        model, _ = load_model(checkpoint, device=device)
+        from training.finetune.lora import is_adapter_checkpoint, load_merged
+
+        if is_adapter_checkpoint(checkpoint):  # a LoRA step checkpoint: its base with the adapter merged
+            model = load_merged(checkpoint, device=device).eval()
+        else:
+            model, _ = load_model(checkpoint, device=device)
         tok = Tokenizer.from_file(str(tokenizer or find_tokenizer(checkpoint)))
         completions = generate_text(model, tok, prompt, params, stop=stop)
     except (ValueError, FileNotFoundError) as exc:
@@ -335,10 +340,19 @@ def export(checkpoint: Path = typer.Argument(..., help="checkpoint directory (mo
     if format_ != "hf":
         err.print(f"[red]unknown export format {format_!r}[/]; supported: hf")
         raise typer.Exit(EXIT_SPEC_ERROR)
+    import tempfile
+
+    from training.checkpoint import find_tokenizer
     from training.export import export_hf
+    from training.finetune.lora import is_adapter_checkpoint, write_merged
 
     try:
-        written = export_hf(checkpoint, out_dir, tokenizer_path=tokenizer, dtype=dtype)
+        with tempfile.TemporaryDirectory(prefix="gristmill-merge-") as tmp:
+            source = checkpoint
+            if is_adapter_checkpoint(checkpoint):  # a LoRA step checkpoint: export base + adapter merged
+                source = write_merged(checkpoint, Path(tmp) / "merged")
+                tokenizer = tokenizer or find_tokenizer(checkpoint)
+            written = export_hf(source, out_dir, tokenizer_path=tokenizer, dtype=dtype)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         err.print(f"[red]export failed[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_SPEC_ERROR) from None

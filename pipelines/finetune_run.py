@@ -282,15 +282,11 @@ class FinetuneRun:
 
     def _merge(self, adapter_dir: str, base: str) -> str:
         """``model/``: the adapter folded into the base weights, with the tokenizer (generate/export)."""
-        from training.checkpoint import TOKENIZER_FILE, load_model, save_model
-        from training.finetune.lora import apply_lora, load_adapter, merge_lora, read_adapter_config
+        from training.checkpoint import TOKENIZER_FILE
+        from training.finetune.lora import write_merged
 
-        config, _ = read_adapter_config(adapter_dir)
-        model, model_config = load_model(base)
-        apply_lora(model, config)
-        load_adapter(model, adapter_dir)
         target = self.run.path(MERGED_DIR)
-        save_model(target, merge_lora(model), model_config, extra={"merged_from": adapter_dir, "base": base})
+        write_merged(adapter_dir, target)
         shutil.copyfile(self.run.path("tokenizer", "tokenizer.json"), os.path.join(target, TOKENIZER_FILE))
         self.reporter.note(f"merged LoRA adapter → {target} (gristmill generate / export read it)")
         return target

@@ -210,3 +210,9 @@ def test_lora_merge_exports_for_transformers(base, tmp_path):
         ours = module.model(ids)
         theirs = hf(ids).logits
     assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+    # `gristmill generate` / `export` pointed at the adapter checkpoint itself merge it the same way
+    from training.finetune.lora import is_adapter_checkpoint, load_merged
+
+    assert is_adapter_checkpoint(adapter_dir) and not is_adapter_checkpoint(merged_dir)
+    with torch.no_grad():
+        assert torch.allclose(load_merged(adapter_dir)(ids), ours, atol=1e-5)

@@ -159,3 +159,35 @@ def merge_lora(model: Transformer) -> Transformer:
     if model.config.tie_embeddings:
         merged.lm_head.weight = merged.tok_emb.weight
     return merged.eval()
+
+
+def is_adapter_checkpoint(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / ADAPTER_CONFIG).is_file() and (Path(directory) / ADAPTER_FILE).is_file()
+
+
+def load_merged(adapter_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Transformer:
+    """An adapter checkpoint's base model (the ``base`` recorded in ``adapter_config.json``) with the
+    adapter merged in: what ``gristmill generate`` runs when pointed at a LoRA step checkpoint."""
+    from training.checkpoint import load_model
+
+    config, base = read_adapter_config(adapter_dir)
+    model, _ = load_model(base, device=device)
+    apply_lora(model, config)
+    load_adapter(model, adapter_dir)
+    return merge_lora(model)
+
+
+def write_merged(adapter_dir: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Merge an adapter checkpoint into its base and save it as an ordinary checkpoint (with the
+    adapter checkpoint's tokenizer, when it has one)."""
+    import shutil
+
+    from training.checkpoint import TOKENIZER_FILE, save_model
+
+    merged = load_merged(adapter_dir)
+    _, base = read_adapter_config(adapter_dir)
+    save_model(target, merged, merged.config, extra={"merged_from": str(adapter_dir), "base": base})
+    tokenizer = Path(adapter_dir) / TOKENIZER_FILE
+    if tokenizer.is_file():
+        shutil.copyfile(tokenizer, Path(target) / TOKENIZER_FILE)
+    return Path(target)
