@@ -153,3 +153,24 @@ def test_sft_rows_tensor_shapes(tok):
     rows = sft_rows(tok, records(SFT_TRAIN, 20), width=129)
     assert set(rows) == {"input_ids", "segment_ids", "loss_mask"}
     assert rows["input_ids"].shape == rows["loss_mask"].shape == rows["segment_ids"].shape
+
+
+def test_shipped_pairs_are_disjoint_from_the_held_out_eval_items():
+    """Decontamination: no question of the train files is among the held-out eval items (the files
+    specs/eval-finetune.yaml scores), and the files are what derive.py makes from data/eval."""
+    import importlib.util
+
+    from tests.finetune_support import INSTRUCT
+
+    spec = importlib.util.spec_from_file_location("derive", INSTRUCT / "derive.py")
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    train_prompts = {json.loads(line)["prompt"] for line in (INSTRUCT / "sft-arc_easy-piqa.train.jsonl").open()}
+    for source in ("arc_easy", "piqa"):
+        held = [json.loads(line) for line in (INSTRUCT / f"{source}.heldout-eval.jsonl").open()]
+        assert held and not any(derive.in_train_partition(r["query"]) for r in held)
+        assert not {derive.question(r["query"]) for r in held} & train_prompts
+        full = [json.loads(line) for line in (derive.EVAL / f"{source}.jsonl").open()]
+        assert len(held) == sum(not derive.in_train_partition(r["query"]) for r in full)
+    pref = [json.loads(line) for line in (INSTRUCT / "pref-arc_easy-piqa.train.jsonl").open()]
+    assert {r["prompt"] for r in pref} <= train_prompts and all(r["chosen"] != r["rejected"] for r in pref)

@@ -11,7 +11,8 @@ items ``{query, choices, gold}`` (see data/SOURCES.md). Each item becomes
 Decontamination: these are evaluation items, so they are split by a hash of the question into a
 fixed **train** partition (xxh64(query) % 10 < 6, about 60%) and a **heldout** partition (the rest).
 Only ``*.train.jsonl`` may be trained on; an evaluation of a model fine-tuned on them must use the
-held-out items only (``*.heldout.jsonl``, or the eval files filtered by :func:`in_train_partition`).
+held-out items only: ``{arc_easy,piqa}.heldout-eval.jsonl`` are the eval files' held-out items in
+their original ``{query, choices, gold}`` form, for an eval task's ``file:`` (specs/eval-finetune.yaml).
 Every row carries ``source`` and ``item`` (the line number in the eval file) for that filtering.
 """
 
@@ -40,9 +41,12 @@ def question(query: str) -> str:
 
 def derive() -> dict[str, int]:
     rows: dict[str, list[dict]] = {f"{kind}.{part}": [] for kind in ("sft", "pref") for part in ("train", "heldout")}
+    eval_heldout: dict[str, list[str]] = {source: [] for source in SOURCES}
     for source in SOURCES:
         for item, line in enumerate((EVAL / f"{source}.jsonl").read_text(encoding="utf-8").splitlines()):
             record = json.loads(line)
+            if not in_train_partition(record["query"]):
+                eval_heldout[source].append(line)  # the eval item unchanged: an eval task `file:`
             choices, gold = record["choices"], int(record["gold"])
             prompt, answer = question(record["query"]), choices[gold].strip()
             part = "train" if in_train_partition(record["query"]) else "heldout"
@@ -58,6 +62,10 @@ def derive() -> dict[str, int]:
         path = HERE / f"{kind}-arc_easy-piqa.{part}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items), encoding="utf-8")
         counts[path.name] = len(items)
+    for source, lines in eval_heldout.items():
+        path = HERE / f"{source}.heldout-eval.jsonl"
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        counts[path.name] = len(lines)
     return counts
 
 
