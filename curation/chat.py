@@ -291,17 +291,18 @@ class FormatChat(RowOp):
         cfg: FormatChatConfig = self.config  # type: ignore[assignment]
         names = set(batch.column_names)
         n = batch.num_rows
+        # A row lacking what a conversation needs is rejected with the reason (not an op failure): a
+        # curate run over mixed rows keeps the good ones and shows the others in rejected/.
         if cfg.messages_column in names:
             records = [{"messages": m} for m in batch.column(cfg.messages_column).to_pylist()]
-        elif cfg.prompt_column in names and cfg.response_column in names:
-            prompts = batch.column(cfg.prompt_column).to_pylist()
-            responses = batch.column(cfg.response_column).to_pylist()
-            systems = batch.column(cfg.system_column).to_pylist() if cfg.system_column in names else [None] * n
-            records = [{"prompt": p, "response": r, **({"system": s} if s is not None else {})}
-                       for p, r, s in zip(prompts, responses, systems)]
         else:
-            raise ValueError(f"format_chat needs a {cfg.messages_column!r} column, or {cfg.prompt_column!r} and "
-                             f"{cfg.response_column!r} columns; the rows have {sorted(names)}")
+            def column(name: str | None) -> list:
+                return batch.column(name).to_pylist() if name in names else [None] * n
+
+            prompts, responses, systems = column(cfg.prompt_column), column(cfg.response_column), column(cfg.system_column)
+            has = {"prompt": cfg.prompt_column in names, "response": cfg.response_column in names}
+            records = [{k: v for k, v in (("prompt", p), ("response", r), ("system", s))
+                        if has.get(k) or v is not None} for p, r, s in zip(prompts, responses, systems)]
         texts, spans, messages, keep, reasons, details = [], [], [], [], [], []
         for record in records:
             try:
