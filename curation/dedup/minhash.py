@@ -77,10 +77,8 @@ class MinHashDedupConfig(OpConfig):
 def write_signatures(batch: pa.Table, cfg: MinHashDedupConfig, work: WorkDir, score: str | None) -> pa.Table:
     """One batch of documents → band rows per band group, and the keeper columns."""
     hasher = MinHashSignatures(cfg.bands * cfg.rows, cfg.ngram, cfg.seed, cfg.tokenize)
-    hashes, per_doc = hasher.shingles(batch.column(TEXT))
-    sig = hasher.of_shingles(hashes, per_doc)
+    sig, has = hasher.of_batch(batch.column(TEXT))  # no tokens, no signature: nobody's near duplicate
     doc_ids = batch.column(DOC_ID).to_numpy()
-    has = per_doc > 0  # no tokens, no signature: such a document is nobody's near duplicate
     keys = band_keys(sig[has], cfg.bands, cfg.rows)
     rows = 0
     for group, first in enumerate(range(0, cfg.bands, cfg.bands_per_round)):

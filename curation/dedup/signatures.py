@@ -37,6 +37,9 @@ _C2 = np.uint64(0xC4CEB9FE1A85EC53)
 _FOLD = np.uint64(0x9E3779B97F4A7C15)
 # Working set of one permutation block (elements of uint64): ~4 MiB keeps it in L2/L3.
 _BLOCK_ELEMENTS = 1 << 19
+# Documents tokenised together: bounds a worker's memory whatever the block size (~50 MB at 1,000
+# documents of a few thousand characters).
+CHUNK_DOCS = 1000
 
 
 def fmix64(x: np.ndarray) -> np.ndarray:
@@ -179,6 +182,19 @@ class MinHashSignatures:
 
     def of_texts(self, text: pa.Array) -> np.ndarray:
         return self.of_shingles(*self.shingles(text))
+
+    def of_batch(self, text, chunk_docs: int = CHUNK_DOCS) -> tuple[np.ndarray, np.ndarray]:
+        """(signatures, whether each document had shingles) for a batch of any size. Works through
+        ``chunk_docs`` documents at a time: tokenising keeps ~50 bytes of arrays per character, so
+        a whole 128 MiB Ray block at once would need gigabytes."""
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+        sigs, has = [np.empty((0, self.num_perm), np.uint64)], [np.empty(0, bool)]
+        for start in range(0, len(text), chunk_docs):
+            hashes, per_doc = self.shingles(text.slice(start, chunk_docs))
+            sigs.append(self.of_shingles(hashes, per_doc))
+            has.append(per_doc > 0)
+        return np.concatenate(sigs), np.concatenate(has)
 
     def of_shingles(self, hashes: np.ndarray, per_doc: np.ndarray) -> np.ndarray:
         n_docs = len(per_doc)
