@@ -216,3 +216,41 @@ def test_lora_merge_exports_for_transformers(base, tmp_path):
     assert is_adapter_checkpoint(adapter_dir) and not is_adapter_checkpoint(merged_dir)
     with torch.no_grad():
         assert torch.allclose(load_merged(adapter_dir)(ids), ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora", "reward"])
+def test_checkpoint_hooks_round_trip(base, tmp_path, method):
+    """What the progress callback writes (save_weights) and a resumed worker reads (restore_weights):
+    a LoRA step checkpoint holds the adapter only, a reward checkpoint the model with its head; both
+    restore the exact model, and the file that marks them complete is the one they write."""
+    from training.checkpoint import WEIGHTS_FILE
+    from training.finetune.modules import REWARD_WEIGHTS, load_reward_model
+
+    folder, tok, config = base
+
+    def build(seed: int):
+        torch.manual_seed(seed)
+        if method == "lora":
+            return SFTModule(config, OptimConfig(), ScheduleConfig(), 1, True, str(folder), LoRAConfig(rank=4, dropout=0.0))
+        return RewardModule(config, OptimConfig(), ScheduleConfig(), 1, str(folder))
+
+    trained = build(0)
+    with torch.no_grad():
+        for name, p in trained.model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)  # stands in for training
+    trained.save_weights(str(tmp_path), {"step": 3})
+    assert (tmp_path / trained.weights_file).is_file() and not (tmp_path / WEIGHTS_FILE).exists()
+    resumed = build(1)
+    resumed.restore_weights(str(tmp_path))
+    ids = torch.randint(3, 300, (2, 16))
+    trained.eval()
+    resumed.eval()
+    with torch.no_grad():
+        assert torch.equal(trained.model(ids), resumed.model(ids))
+        if method == "reward":
+            assert trained.weights_file == REWARD_WEIGHTS
+            assert torch.equal(load_reward_model(str(tmp_path))(ids), trained.model(ids))
+    if method == "lora":
+        size = sum(f.stat().st_size for f in tmp_path.iterdir())
+        assert size < 0.2 * (folder / WEIGHTS_FILE).stat().st_size  # adapter only
