@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=2000)
     parser.add_argument("--json")
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     results = {}
     with tempfile.TemporaryDirectory(prefix="dedup-mem-") as tmp_name:
         tmp = Path(tmp_name)
