@@ -14,7 +14,6 @@ before packing, so a file's order does not become the training order.
 from __future__ import annotations
 
 import json
-import posixpath
 from functools import lru_cache
 from typing import Any
 

@@ -68,7 +68,7 @@ def resolve_base(location: str) -> str:
 
 def check_finetune_spec(spec: FinetuneSpec, base_dir: str, source: SourceMap, issues: list[SpecIssue]) -> FinetuneSpec:
     """Resolve paths against the spec file and check what only the files can tell."""
-    from curation.chat import ChatError, choose_template, compile_template
+    from curation.chat import choose_template, compile_template
     from pipelines.finetune_prepare import expand
     from pipelines.pretrain_run import batch_geometry
     from training.checkpoint import find_tokenizer, read_model_config
@@ -108,7 +108,7 @@ def check_finetune_spec(spec: FinetuneSpec, base_dir: str, source: SourceMap, is
     try:
         template, _ = choose_template(spec.chat_template, spec.chat_template_file, tokenizer)
         compile_template(template)
-    except (OSError, ChatError, Exception) as exc:  # jinja2 TemplateSyntaxError
+    except Exception as exc:  # noqa: BLE001 - OSError, ChatError, jinja2.TemplateSyntaxError
         field = "chat_template_file" if spec.chat_template_file else "chat_template"
         issues.append(source.issue((field,), f"unusable chat template: {exc}"))
     return spec

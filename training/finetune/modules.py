@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
+from training.checkpoint import CONFIG_FILE, load_model, save_model
 from training.finetune import lora as lora_lib
 from training.finetune.losses import (bradley_terry_loss, dpo_loss, last_masked_index, masked_lm_loss,
                                       sequence_logprob)
@@ -166,7 +166,7 @@ class RewardModule(PretrainModule):
         save_file(state, str(Path(directory) / REWARD_WEIGHTS), metadata={"format": "pt"})
         (Path(directory) / CONFIG_FILE).write_text(json.dumps(
             {"format": "gristmill-model/1", "config": self.model_config.to_dict(),
-             "extra": {**extra, "head": "reward", "base": extra.get("base")}}, indent=2) + "\n")
+             "extra": {**extra, "head": "reward"}}, indent=2) + "\n")
 
     def restore_weights(self, directory: str) -> None:
         self.model.load_state_dict(load_file(str(Path(directory) / REWARD_WEIGHTS)))
