@@ -8,7 +8,9 @@ hashes), same machine, one run each, side by side.
 datatrove is never a dependency: it runs in ``/tmp/dt-venv`` (or ``$DATATROVE_PYTHON``), made with
 
     python3 -m venv /tmp/dt-venv
-    /tmp/dt-venv/bin/pip install datatrove==0.10.1 spacy fasteners requests aiohttp tokenizers xxhash orjson
+    /tmp/dt-venv/bin/pip install datatrove==0.10.1 spacy fasteners requests aiohttp tokenizers "xxhash<3.5" orjson
+
+(datatrove 0.10.1 hashes `str` with xxhash, which xxhash 4 refuses: "Strings must be encoded").
 
 The corpus: passages of the shipped State of the Union addresses and Shakespeare (originals), and
 for a third of them a copy with word insertions/deletions/substitutions at known rates. Every
