@@ -81,7 +81,9 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
         started = False
     else:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+        # address="local": always a fresh embedded Ray. Without it ray.init() attaches to any
+        # cluster already running on this machine (`ray start`, another user's job).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
                  object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
                  log_to_driver=True, configure_logging=True)
         started = True

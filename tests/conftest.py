@@ -22,7 +22,7 @@ def ray_session():
     from pipelines.ray_session import connect
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     connect()  # quiet Ray Data the way the CLI does
     yield ray
     ray.shutdown()
