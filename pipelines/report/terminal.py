@@ -40,6 +40,18 @@ def print_summary(console: Console, report: Report) -> None:
         parts = [f"{name} {s.get('tokens') or 0:,} tokens in {s.get('rows_in_files', 0):,} rows"
                  for name, s in shards["splits"].items()]
         console.print("[bold]shards[/]: " + escape("; ".join(parts)), highlight=False)
+    training = sections.get("training")
+    if training and not training.get("error"):
+        final, run = training["final"], training.get("run") or {}
+        parts = [f"step {final['step']:,.0f}" if "step" in final else "", f"loss {final['loss']:.4g}" if "loss" in final else "",
+                 f"val loss {final['val_loss']:.4g}" if "val_loss" in final else "",
+                 f"{run['tokens_seen']:,} tokens" if run.get("tokens_seen") is not None else "",
+                 f"{len(run.get('checkpoints') or [])} checkpoint(s)"]
+        console.print("[bold]training[/]: " + escape(", ".join(p for p in parts if p)), highlight=False)
+    evaluation = sections.get("evaluation")
+    if evaluation and not evaluation.get("error"):
+        console.print(f"[bold]evaluation[/]: {len(evaluation['results'])} result(s) over "
+                      f"{len(evaluation['checkpoints'])} checkpoint(s)", highlight=False)
     errors = [k for k, v in sections.items() if isinstance(v, dict) and "error" in v]
     if errors:
         console.print(f"[yellow]report sections that failed[/]: {escape(', '.join(errors))} (see the page)")

@@ -31,7 +31,10 @@ def _rows(ctx: RunContext, output_dir: str | None) -> int | None:
     where the folder is gone (an intermediate output moved, or a sink's folders)."""
     if not output_dir or not ctx.run.exists(output_dir):
         return None
-    return sum(pq.ParquetFile(f, filesystem=ctx.run.fs).metadata.num_rows for f in ctx.files(output_dir))
+    files = ctx.files(output_dir)
+    if not files:  # checkpoints/, eval/: outputs that are not rows
+        return None
+    return sum(pq.ParquetFile(f, filesystem=ctx.run.fs).metadata.num_rows for f in files)
 
 
 def build(ctx: RunContext) -> Section | None:
@@ -60,8 +63,11 @@ def build(ctx: RunContext) -> Section | None:
           ("spec hash", stats["spec_hash"]), ("steps", ", ".join(stats["steps"]) or "none"),
           ("Ray cluster", cluster),
           ("documents", f"{read:,} read → {kept.rows:,} kept ({kept.rows / read:.1%})" if read else "none")]
+    if not stats["inputs"] and not read:  # pretrain / finetune / eval: no documents; their sections say what ran
+        kv = kv[:-1]
     body = table([], [(k, v) for k, v in kv if v not in ("", None)], cls="kv")
-    body += "<h3>Inputs</h3>" + table(["format", "paths", "files", "bytes"],
+    if stats["inputs"]:
+        body += "<h3>Inputs</h3>" + table(["format", "paths", "files", "bytes"],
                                       [(i["format"], ", ".join(map(str, i["paths"][:4])) + (" …" if len(i["paths"]) > 4 else ""),
                                         i["files"], i["bytes"]) for i in stats["inputs"]], numeric=(2, 3))
     if stages:
