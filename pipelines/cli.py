@@ -140,7 +140,7 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     finally:
         session.close()
     _print_status(manifest, location)
-    if loaded.kind == "curate":
+    if loaded.kind in ("curate", "pretrain", "finetune", "eval"):
         _build_report(location, after_run=True)
 
 
@@ -150,7 +150,7 @@ def report(run_dir: str = typer.Argument(..., help="run directory"),
                                                  "(funnel, score distributions, spec changes)"),
            out_path: Optional[str] = typer.Option(None, "--out", help="with --compare: the HTML file to write (default "
                                                   "RUN_DIR/report/compare-<name of the other run>.html)")) -> None:
-    """Build the data-quality report: RUN_DIR/report/index.html and stats.json, from the run's data."""
+    """Build the run's report (curate, pretrain, finetune, eval): RUN_DIR/report/index.html and stats.json, from the run's data."""
     if compare is None:
         if out_path is not None:
             err.print("[red]--out names the comparison page; use it with --compare[/]")
@@ -301,8 +301,20 @@ def generate(checkpoint: Path = typer.Argument(..., help="checkpoint directory (
              seed: Optional[int] = typer.Option(None, "--seed", help="seed for reproducible sampling"),
              tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: the checkpoint's, then <run>/tokenizer/)"),
              device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda"),
-             as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt on stdout")) -> None:
-    """Continue prompts with a checkpoint's model (KV-cache decoding)."""
+             as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt on stdout"),
+             guard: bool = typer.Option(False, "--guard", help="filter generations with the toxicity classifier "
+                                        "(the default model unless --guard-model) and the blocklist; a blocked one "
+                                        "is replaced by a refusal marker and the reason reported"),
+             guard_model: Optional[str] = typer.Option(None, "--guard-model", help="fastText toxicity model file or "
+                                                       "folder for --guard (default: the project's model)"),
+             guard_threshold: float = typer.Option(0.5, "--guard-threshold", help="block above this toxicity score"),
+             guard_blocklist: Optional[Path] = typer.Option(None, "--guard-blocklist", help="file of blocked words "
+                                                            "or phrases, one a line (implies --guard)"),
+             guard_block: list[str] = typer.Option([], "--guard-block", help="a blocked word or phrase (repeatable; "
+                                                   "implies --guard)"),
+             guard_wordlist: bool = typer.Option(False, "--guard-wordlist", help="classify with the LDNOOBW word "
+                                                 "lists instead of the fastText model")) -> None:
+    """Continue prompts with a checkpoint's model (KV-cache decoding); --guard filters the output."""
     from tokenizers import Tokenizer
 
     from training.checkpoint import find_tokenizer, load_model
@@ -318,16 +330,28 @@ def generate(checkpoint: Path = typer.Argument(..., help="checkpoint directory (
         else:
             model, _ = load_model(checkpoint, device=device)
         tok = Tokenizer.from_file(str(tokenizer or find_tokenizer(checkpoint)))
+        output_guard = None
+        if guard or guard_model or guard_blocklist or guard_block or guard_wordlist:
+            from eval.guard import build_guard
+
+            output_guard = build_guard(guard_model, guard_threshold, str(guard_blocklist) if guard_blocklist else None,
+                                       guard_block, method="wordlist" if guard_wordlist else "fasttext")
         completions = generate_text(model, tok, prompt, params, stop=stop)
     except (ValueError, FileNotFoundError) as exc:
         err.print(f"[red]generate failed[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_SPEC_ERROR) from None
-    for c in completions:
+    verdicts = output_guard.filter([c.text for c in completions]) if output_guard else [(c.text, None) for c in completions]
+    for c, (text, verdict) in zip(completions, verdicts):
         if as_json:
-            sys.stdout.write(json.dumps({"prompt": c.prompt, "text": c.text, "finish_reason": c.finish_reason,
-                                         "tokens": c.tokens}, ensure_ascii=False) + "\n")
+            record = {"prompt": c.prompt, "text": text, "finish_reason": c.finish_reason, "tokens": c.tokens}
+            if verdict is not None:  # a blocked text's token ids would spell it out again: withheld too
+                record.update(tokens=[] if verdict.blocked else c.tokens, blocked=verdict.blocked,
+                              reason=verdict.reason, toxicity=verdict.score)
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
-            out.print(f"[dim]{escape(c.prompt)}[/]{escape(c.text)}  [dim]({c.finish_reason})[/]", highlight=False)
+            out.print(f"[dim]{escape(c.prompt)}[/]{escape(text)}  [dim]({c.finish_reason})[/]", highlight=False)
+            if verdict is not None and verdict.blocked:
+                err.print(f"[yellow]blocked[/]: {escape(verdict.reason or '')}", highlight=False)
 
 
 @app.command()
