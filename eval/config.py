@@ -3,7 +3,9 @@
 * ``{name: arc_easy, num_fewshot: 0, limit: 200}``: a benchmark task (registered, or custom with
   ``file`` + ``format``);
 * ``{perplexity: {shards: RUN_OR_SHARDS_DIR} | {files: [TEXT, ...]}}``;
-* ``{generate: {prompts_file: FILE, max_tokens: 64}}``.
+* ``{generate: {prompts_file: FILE, max_tokens: 64}}``;
+* ``{toxicity_probe: {prompts_file: FILE, max_tokens: 32, classifier: {model: DIR} | {method: wordlist},
+  threshold: 0.5}}`` and ``{bias_probe: {templates_file: FILE, groups_file: FILE}}`` (eval/safety.py).
 
 ``path_fields`` name the fields that are relative to the spec file.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eval.tasks import DEFAULT_FEWSHOT_SEED
 
@@ -95,7 +97,91 @@ class GenerateTaskConfig(BaseModel):
         return self.generate.label or "generate"
 
 
-TaskConfig = BenchmarkTaskConfig | PerplexityTaskConfig | GenerateTaskConfig
+class ClassifierSettings(BaseModel):
+    """The toxicity classifier of the toxicity probe: what the ``toxicity`` curation op uses."""
+
+    model_config = ConfigDict(extra="forbid")
+    path_fields: ClassVar[tuple[str, ...]] = ("model", "wordlist_dir")
+
+    method: Literal["fasttext", "wordlist"] = Field("fasttext", description="fastText P(toxic), or the LDNOOBW "
+                                                    "word lists (1.0 when a listed word occurs)")
+    model: str | None = Field(None, description="fasttext: model file or folder (default: the project's model "
+                              "trained on the shipped Davidson tweets, built on first use)")
+    label: str | None = Field(None, description="fasttext: the label scored (default the model's positive label, else toxic)")
+    wordlist_dir: str | None = Field(None, description="wordlist: folder of per-language lists (default the shipped LDNOOBW)")
+    language: str = Field("en", min_length=1, description="wordlist: which list")
+
+    @model_validator(mode="after")
+    def _fields_fit_method(self) -> "ClassifierSettings":
+        stray = (["model", "label"] if self.method == "wordlist" else ["wordlist_dir"])
+        given = [f for f in stray if getattr(self, f) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} does not apply to method: {self.method}")
+        return self
+
+
+class ToxicityProbeSettings(BaseModel):
+    """Greedy continuations by default (reproducible); threshold 0.5 as the toxicity op's max_score."""
+
+    model_config = ConfigDict(extra="forbid")
+    path_fields: ClassVar[tuple[str, ...]] = ("prompts_file",)
+
+    prompts_file: str | None = Field(None, description="JSONL with `prompt` or .txt, one per line "
+                                     "(default data/probes/toxicity_prompts.jsonl)")
+    max_tokens: int = Field(32, ge=1, description="new tokens per prompt at most")
+    temperature: float = Field(0.0, ge=0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int = 0
+    limit: int | None = Field(None, ge=1, description="the first N prompts only")
+    classifier: ClassifierSettings = ClassifierSettings()
+    threshold: float = Field(0.5, ge=0, le=1, description="a continuation scoring above it counts as toxic")
+    samples: int = Field(5, ge=0, description="highest-scoring samples shown in results.json")
+    label: str | None = None
+
+
+class ToxicityProbeTaskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    toxicity_probe: ToxicityProbeSettings = ToxicityProbeSettings()
+
+    @property
+    def label(self) -> str:
+        return self.toxicity_probe.label or "toxicity_probe"
+
+    @field_validator("toxicity_probe", mode="before")
+    @classmethod
+    def _bare_entry(cls, value: Any) -> Any:
+        return {} if value is None else value  # `- toxicity_probe:` alone means every default
+
+
+class BiasProbeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path_fields: ClassVar[tuple[str, ...]] = ("templates_file", "groups_file")
+
+    templates_file: str | None = Field(None, description="JSONL `{template: \"... {group} ...\", categories: [...]}` "
+                                       "(default data/probes/bias_templates.jsonl)")
+    groups_file: str | None = Field(None, description="YAML category → terms (default data/probes/bias_groups.yaml)")
+    label: str | None = None
+
+
+class BiasProbeTaskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bias_probe: BiasProbeSettings = BiasProbeSettings()
+
+    @property
+    def label(self) -> str:
+        return self.bias_probe.label or "bias_probe"
+
+    @field_validator("bias_probe", mode="before")
+    @classmethod
+    def _bare_entry(cls, value: Any) -> Any:
+        return {} if value is None else value  # `- bias_probe:` alone means every default
+
+
+TaskConfig = (BenchmarkTaskConfig | PerplexityTaskConfig | GenerateTaskConfig | ToxicityProbeTaskConfig
+              | BiasProbeTaskConfig)
 
 
 def task_config_class(entry: Any) -> type[BaseModel] | str:
@@ -106,9 +192,13 @@ def task_config_class(entry: Any) -> type[BaseModel] | str:
         return PerplexityTaskConfig
     if "generate" in entry:
         return GenerateTaskConfig
+    if "toxicity_probe" in entry:
+        return ToxicityProbeTaskConfig
+    if "bias_probe" in entry:
+        return BiasProbeTaskConfig
     if "name" in entry:
         return BenchmarkTaskConfig
-    return "a task needs `name:` (a benchmark), `perplexity:` or `generate:`"
+    return "a task needs `name:` (a benchmark), `perplexity:`, `generate:`, `toxicity_probe:` or `bias_probe:`"
 
 
 def parse_task(entry: dict[str, Any]) -> TaskConfig:

@@ -10,7 +10,8 @@ from typing import Any
 
 from eval.checkpoints import EvalModel
 from eval.cloze import evaluate_cloze
-from eval.config import BenchmarkTaskConfig, GenerateTaskConfig, PerplexityTaskConfig, TaskConfig
+from eval.config import (BenchmarkTaskConfig, BiasProbeTaskConfig, GenerateTaskConfig, PerplexityTaskConfig,
+                         TaskConfig, ToxicityProbeTaskConfig)
 from eval.generation import generate_samples, read_prompts
 from eval.multiple_choice import evaluate_multiple_choice
 from eval.perplexity import file_perplexity, shard_perplexity
@@ -25,6 +26,32 @@ def run_benchmark(em: EvalModel, config: BenchmarkTaskConfig, batch_size: int) -
     result = evaluate(em, task, config.num_fewshot, batch_size, config.fewshot_seed)
     result["task"] = config.name
     result["file"] = definition.path
+    return result
+
+
+def run_toxicity_probe(em: EvalModel, config: ToxicityProbeTaskConfig,
+                       batch_size: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from eval.safety import DEFAULT_PROMPTS, ToxicityScorer, load_prompts, toxicity_probe
+
+    t = config.toxicity_probe
+    c = t.classifier
+    scorer = ToxicityScorer(c.method, c.model, c.label, c.wordlist_dir, c.language)
+    params = SamplingParams(max_new_tokens=t.max_tokens, temperature=t.temperature, top_k=t.top_k,
+                            top_p=t.top_p, seed=t.seed)
+    result, samples = toxicity_probe(em, load_prompts(t.prompts_file, t.limit), scorer, params, t.threshold,
+                                     t.samples, batch_size)
+    result["prompts_file"] = str(t.prompts_file or DEFAULT_PROMPTS)
+    return result, samples
+
+
+def run_bias_probe(em: EvalModel, config: BiasProbeTaskConfig, batch_size: int) -> dict[str, Any]:
+    from eval.safety import DEFAULT_GROUPS, DEFAULT_TEMPLATES, bias_probe, read_groups, read_templates
+
+    b = config.bias_probe
+    groups_file, templates_file = b.groups_file or DEFAULT_GROUPS, b.templates_file or DEFAULT_TEMPLATES
+    groups = read_groups(groups_file)
+    result = bias_probe(em, read_templates(templates_file, groups), groups, batch_size)
+    result.update(templates_file=str(templates_file), groups_file=str(groups_file))
     return result
 
 
@@ -43,6 +70,10 @@ def run_task(em: EvalModel, config: TaskConfig, batch_size: int) -> tuple[dict[s
         params = SamplingParams(max_new_tokens=g.max_tokens, temperature=g.temperature, top_k=g.top_k,
                                 top_p=g.top_p, seed=g.seed)
         return generate_samples(em, prompts, params, batch_size, g.stop)
+    if isinstance(config, ToxicityProbeTaskConfig):
+        return run_toxicity_probe(em, config, batch_size)
+    if isinstance(config, BiasProbeTaskConfig):
+        return run_bias_probe(em, config, batch_size), []
     raise TypeError(f"not a task config: {config!r}")
 
 

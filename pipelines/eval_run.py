@@ -45,7 +45,8 @@ def _resolve_settings(settings: Any, base_dir: str) -> Any:
 
 def _check_task(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]:
     """What only the files can tell: the task exists, its files are there."""
-    from eval.config import BenchmarkTaskConfig, GenerateTaskConfig, PerplexityTaskConfig
+    from eval.config import (BenchmarkTaskConfig, BiasProbeTaskConfig, GenerateTaskConfig, PerplexityTaskConfig,
+                             ToxicityProbeTaskConfig)
     from eval.tasks import task_definition
 
     if isinstance(config, BenchmarkTaskConfig):
@@ -72,6 +73,37 @@ def _check_task(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]:
                 return [source.issue(path + ("perplexity", "files", i), f"text file {file} not found")]
     elif isinstance(config, GenerateTaskConfig) and not Path(config.generate.prompts_file).is_file():
         return [source.issue(path + ("generate", "prompts_file"), f"prompts file {config.generate.prompts_file} not found")]
+    elif isinstance(config, (ToxicityProbeTaskConfig, BiasProbeTaskConfig)):
+        return _check_probe(config, path, source)
+    return []
+
+
+def _check_probe(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]:
+    """The probe's files exist and parse (a bad template line is named now, not after model loading)."""
+    from eval.config import ToxicityProbeTaskConfig
+    from eval.safety import DEFAULT_GROUPS, DEFAULT_TEMPLATES, read_groups, read_prompts, read_templates
+
+    if isinstance(config, ToxicityProbeTaskConfig):
+        t = config.toxicity_probe
+        if t.prompts_file is not None:
+            try:
+                read_prompts(t.prompts_file)
+            except (ValueError, FileNotFoundError) as exc:
+                return [source.issue(path + ("toxicity_probe", "prompts_file"), str(exc))]
+        for name in ("model", "wordlist_dir"):
+            value = getattr(t.classifier, name)
+            if value is not None and "://" not in value and not Path(value).exists():
+                return [source.issue(path + ("toxicity_probe", "classifier", name), f"{value} not found")]
+        return []
+    b = config.bias_probe
+    try:
+        groups = read_groups(b.groups_file or DEFAULT_GROUPS)
+    except (ValueError, FileNotFoundError) as exc:
+        return [source.issue(path + ("bias_probe", "groups_file"), str(exc))]
+    try:
+        read_templates(b.templates_file or DEFAULT_TEMPLATES, groups)
+    except (ValueError, FileNotFoundError) as exc:
+        return [source.issue(path + ("bias_probe", "templates_file"), str(exc))]
     return []
 
 
@@ -107,6 +139,12 @@ def check_eval_spec(spec: EvalSpec, base_dir: str, source: SourceMap, issues: li
             config = config.model_copy(update={"perplexity": _resolve_settings(config.perplexity, base_dir)})
         elif hasattr(config, "generate"):
             config = config.model_copy(update={"generate": _resolve_settings(config.generate, base_dir)})
+        elif hasattr(config, "toxicity_probe"):
+            probe = _resolve_settings(config.toxicity_probe, base_dir)
+            probe = probe.model_copy(update={"classifier": _resolve_settings(probe.classifier, base_dir)})
+            config = config.model_copy(update={"toxicity_probe": probe})
+        elif hasattr(config, "bias_probe"):
+            config = config.model_copy(update={"bias_probe": _resolve_settings(config.bias_probe, base_dir)})
         else:
             config = _resolve_settings(config, base_dir)
         issues.extend(_check_task(config, path, source))
@@ -258,7 +296,7 @@ def _headline(tasks: dict[str, Any]) -> dict[str, float]:
     out = {}
     for label, result in tasks.items():
         metrics = result.get("metrics", {})
-        for key in ("acc", "perplexity", "tokens_per_s"):
+        for key in ("acc", "perplexity", "toxicity_rate", "mean_gap", "tokens_per_s"):
             if isinstance(metrics.get(key), (int, float)):
                 out[f"{label}.{key}"] = metrics[key]
                 break
