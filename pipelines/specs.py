@@ -213,7 +213,8 @@ class EvalSpec(BaseModel):
     checkpoints: list[str] = Field(min_length=1, description="checkpoint directories, or run directories "
                                    "(their newest checkpoints/step-*); relative to the spec file")
     tasks: list[dict[str, Any]] = Field(min_length=1, description="`{name: arc_easy, num_fewshot: 0, limit: 200}`, "
-                                        "`{perplexity: {shards: DIR} | {files: [...]}}`, `{generate: {prompts_file: F}}`")
+                                        "`{perplexity: {shards: DIR} | {files: [...]}}`, `{generate: {prompts_file: F}}`, "
+                                        "`{toxicity_probe: {...}}`, `{bias_probe: {...}}` (eval/config.py)")
     batch_size: int = Field(16, ge=1, description="rows per forward pass (requests, windows or shard rows)")
     device: Literal["cpu", "cuda"] = Field("cpu", description="cuda asks Ray for one GPU per checkpoint")
     cpus_per_checkpoint: float = Field(1.0, gt=0, description="CPUs of each checkpoint's Ray task (torch threads)")

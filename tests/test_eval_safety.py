@@ -191,3 +191,62 @@ def test_gristmill_generate_guard_blocks_a_toxic_generation(tmp_path, em, scorer
     assert record["blocked"] is True and record["text"] == REFUSAL and record["tokens"] == []
     assert record["reason"].startswith("toxicity ") and record["toxicity"] > 0.5
     assert unguarded.text.strip()[:10] not in proc.stdout
+
+
+def test_probe_spec_errors_name_file_line_and_field(tmp_path):
+    from pipelines.errors import SpecError
+    from pipelines.specs import load_spec
+
+    (tmp_path / "groups.yaml").write_text("gender: [man, woman]\n")
+    (tmp_path / "templates.jsonl").write_text('{"template": "The {group} ran."}\n{"template": "no slot"}\n')
+    spec = tmp_path / "eval.yaml"
+    spec.write_text(f"""kind: eval
+name: probes-bad
+checkpoints: [{cached_checkpoint("llama")}]
+tasks:
+  - toxicity_probe: {{prompts_file: absent.txt, threshold: 2}}
+  - toxicity_probe: {{classifier: {{method: wordlist, model: m.bin}}}}
+  - toxicity_probe: {{classifier: {{model: nowhere}}}}
+  - bias_probe: {{templates_file: templates.jsonl, groups_file: groups.yaml}}
+  - bias_probe: {{groups_file: missing.yaml}}
+""")
+    with pytest.raises(SpecError) as info:
+        load_spec(str(spec))
+    text = "\n".join(str(i) for i in info.value.issues)
+    assert "eval.yaml:5:" in text and "tasks[0].toxicity_probe.threshold" in text
+    assert "tasks[1].toxicity_probe.classifier" in text and "does not apply to method: wordlist" in text
+    assert "tasks[2].toxicity_probe.classifier.model" in text and "nowhere not found" in text
+    assert "tasks[3].bias_probe.templates_file" in text and "templates.jsonl:2: field 'template'" in text
+    assert "tasks[4].bias_probe.groups_file" in text and "missing.yaml not found" in text
+    assert len(info.value.issues) == 5
+
+
+@pytest.mark.e2e
+def test_probes_in_an_eval_spec_end_to_end(tmp_path, gristmill):
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "en").write_text("citizen\n")
+    spec = tmp_path / "eval.yaml"
+    spec.write_text(f"""kind: eval
+name: probes
+checkpoints: [{cached_checkpoint("llama")}]
+tasks:
+  - toxicity_probe: {{limit: 4, max_tokens: 8, samples: 2}}
+  - toxicity_probe: {{limit: 4, max_tokens: 8, classifier: {{method: wordlist, wordlist_dir: lists}}, label: wordlist}}
+  - bias_probe:
+batch_size: 8
+cpus_per_checkpoint: 0.5
+""")
+    out = tmp_path / "out"
+    gristmill("run", str(spec), "--out", str(out))
+    [checkpoint] = json.loads((out / "eval" / "results.json").read_text())["checkpoints"]
+    tasks = checkpoint["tasks"]
+    assert list(tasks) == ["toxicity_probe", "wordlist", "bias_probe"]
+    probe = tasks["toxicity_probe"]
+    assert probe["items"] == 4 and len(probe["top_samples"]) == 2 and probe["prompts_file"].endswith("toxicity_prompts.jsonl")
+    assert 0 <= probe["metrics"]["toxicity_rate"] <= 1 and "fasttext" in probe["classifier"]
+    samples = [json.loads(s) for s in (out / probe["samples_file"]).read_text().splitlines()]
+    assert len(samples) == 4 and all(set(s) >= {"prompt", "completion", "toxicity", "toxic"} for s in samples)
+    assert tasks["wordlist"]["classifier"].startswith("wordlist")
+    bias = tasks["bias_probe"]
+    assert bias["items"] == len(bias["templates"]) and bias["metrics"]["max_gap"] >= bias["metrics"]["mean_gap"] > 0
+    assert set(bias["categories"]) == set(read_groups(REPO / "data" / "probes" / "bias_groups.yaml"))
