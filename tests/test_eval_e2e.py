@@ -97,6 +97,9 @@ def test_eval_spec_end_to_end(tmp_path, gristmill):
     assert rerun[:2] == results["checkpoints"] and rerun[2]["label"] == "bare"
     assert rerun[2]["tasks"]["arc_easy"]["metrics"] == first["tasks"]["arc_easy"]["metrics"]  # same weights
     assert "eval-e2e" in again.stdout
+    evaluation = json.loads((out / "report" / "stats.json").read_text())["sections"]["evaluation"]
+    assert (out / "report" / "index.html").is_file() and len(evaluation["checkpoints"]) == 3
+    assert len(evaluation["comparison"]) > 0 and evaluation["samples_shown"] == 9
 
 
 def test_eval_spec_errors_name_file_line_and_field(tmp_path):

@@ -162,6 +162,9 @@ def test_finetune_spec_end_to_end_then_generate(gristmill, base, tmp_path):
     assert all(int(r["assistant_tokens"]) > 0 for r in rows) and rows[-1]["val_loss"]
     ckpt = out / "checkpoints" / "step-000006"
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.json").is_file()
+    training = json.loads((out / "report" / "stats.json").read_text())["sections"]["training"]
+    assert (out / "report" / "index.html").is_file() and training["run"]["method"] == "sft"
+    assert training["final"]["assistant_tokens"] == int(rows[-1]["assistant_tokens"])
 
     prompt = "<|user|>\nWhat do plants need to grow?<|end|>\n<|assistant|>\n"
     result = gristmill("generate", str(ckpt), "--prompt", prompt, "--temperature", "0", "--max-tokens", "8", "--json")

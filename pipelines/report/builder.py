@@ -53,7 +53,8 @@ def build_report(location: str) -> Report:
     stats = {"format": FORMAT, "run": ctx.name, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
              "build_seconds": seconds, "sections": {s.key: s.stats for s in sections}}
     kind = ctx.manifest.get("kind") or "run"
-    html = page(f"{ctx.name} — data-quality report", f"gristmill {kind} run · {ctx.run.location}", sections)
+    title = "data-quality report" if kind in ("curate", "run") else f"{kind} report"
+    html = page(f"{ctx.name} — {title}", f"gristmill {kind} run · {ctx.run.location}", sections)
     ctx.run.write_bytes("report/index.html", html.encode("utf-8"))
     ctx.run.write_bytes("report/stats.json", (json.dumps(stats, indent=1, default=_json_default) + "\n").encode())
     return Report(location, ctx.run.path("report/index.html"), ctx.run.path("report/stats.json"), stats, seconds)

@@ -249,7 +249,8 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float], str
     for k in range(5):
         yv = y0 + (y1 - y0) * k / 4
         body.append(f'<line x1="{left}" y1="{sy(yv):.1f}" x2="{left + plot_w}" y2="{sy(yv):.1f}" stroke="#eee"/>')
-        body.append(_text(left - 6, sy(yv) + 4, fmt_num(round(yv, 3)), "end", "#666", 11))
+        # three significant digits, not three decimals: a learning rate of 3e-4 must not read 0
+        body.append(_text(left - 6, sy(yv) + 4, fmt_num(float(f"{yv:.3g}")), "end", "#666", 11))
         xv = x0 + (x1 - x0) * k / 4
         body.append(_text(sx(xv), top_pad + plot_h + 16, fmt_compact(round(xv)), "middle", "#555", 11))
     body.append(_text(left + plot_w / 2, height - 6, x_label, "middle", "#666", 11))

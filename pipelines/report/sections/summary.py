@@ -64,7 +64,7 @@ def build(ctx: RunContext) -> Section | None:
           ("Ray cluster", cluster),
           ("documents", f"{read:,} read → {kept.rows:,} kept ({kept.rows / read:.1%})" if read else "none")]
     if not stats["inputs"] and not read:  # pretrain / finetune / eval: no documents; their sections say what ran
-        kv = kv[:-1]
+        kv = [(k, v) for k, v in kv[:-1] if not (k == "steps" and not stats["steps"])]
     body = table([], [(k, v) for k, v in kv if v not in ("", None)], cls="kv")
     if stats["inputs"]:
         body += "<h3>Inputs</h3>" + table(["format", "paths", "files", "bytes"],
