@@ -101,6 +101,10 @@ def test_two_workers_train_and_loss_decreases(resumed):
     stage = json.loads((run / "manifest.json").read_text())["stages"][0]
     assert stage["status"] == "done" and stage["metrics"]["step"] == MAX_STEPS
     assert stage["plan"]["num_workers"] == 2 and stage["plan"]["cpus_per_worker"] == 0.5
+    # The run ends by writing its report: the training section from the same CSV and manifest.
+    training = json.loads((run / "report" / "stats.json").read_text())["sections"]["training"]
+    assert (run / "report" / "index.html").is_file() and training["rows"] == MAX_STEPS
+    assert training["run"]["params"] == stage["plan"]["params"] and training["run"]["steps_done"] == MAX_STEPS
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(resumed, shards):
