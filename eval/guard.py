@@ -40,14 +40,14 @@ class Blocklist:
             if tokens:
                 self.entries.setdefault(tokens[0], []).append((tokens, entry.strip()))
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> "Blocklist":
-        """One entry per line; blank lines and lines starting with ``#`` are skipped."""
+    @staticmethod
+    def read_file(path: str | Path) -> list[str]:
+        """Entries of a blocklist file: one a line; blank lines and lines starting with ``#`` skipped."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"blocklist file {path} not found")
         lines = path.read_text(encoding="utf-8").splitlines()
-        return cls([line for line in lines if line.strip() and not line.lstrip().startswith("#")])
+        return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
@@ -94,8 +94,6 @@ def build_guard(model: str | None = None, threshold: float = DEFAULT_THRESHOLD, 
                 block: list[str] | None = None, method: str = "fasttext", classifier: bool = True) -> OutputGuard:
     """The guard the CLI builds: the classifier (``model`` or the default model, or the word lists
     with ``method='wordlist'``) unless ``classifier`` is False, plus the blocklist file and words."""
-    entries = list(block or [])
-    if blocklist_file:
-        entries += [e for _, items in Blocklist.from_file(blocklist_file).entries.items() for _, e in items]
+    entries = list(block or []) + (Blocklist.read_file(blocklist_file) if blocklist_file else [])
     scorer = ToxicityScorer(method=method, model=model) if classifier else None
     return OutputGuard(scorer, threshold, Blocklist(entries) if entries else None)
