@@ -192,6 +192,31 @@ def test_gristmill_generate_guard_blocks_a_toxic_generation(tmp_path, em, scorer
     assert record["reason"].startswith("toxicity ") and record["toxicity"] > 0.5
     assert unguarded.text.strip()[:10] not in proc.stdout
 
+    # The same checkpoint in-process (same Typer app, no second interpreter start-up): a blocklist
+    # file decides before the classifier, and the text output says why on stderr.
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    blocklist = tmp_path / "blocklist.txt"
+    words = toxic_tweet.split()
+    phrase = " ".join(words[-2:]) if len(words) > 1 else words[0]
+    blocklist.write_text(f"# words we never print\n\n{phrase.upper()}\n")
+    with single_thread():
+        result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", prompt, "--temperature", "0",
+                                          "--max-tokens", "40", "--guard-blocklist", str(blocklist), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["blocked"] is True and record["reason"] == f"blocklist: {phrase.upper()!r}"
+    with single_thread():
+        result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", prompt, "--temperature", "0",
+                                          "--max-tokens", "40", "--guard-block", "never said", "--guard-threshold", "1"])
+    assert result.exit_code == 0 and REFUSAL not in result.output  # nothing listed, no score above 1
+    with single_thread():
+        result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", prompt, "--guard-blocklist",
+                                          str(tmp_path / "absent.txt")])
+    assert result.exit_code == 2 and "blocklist file" in result.output
+
 
 def test_probe_spec_errors_name_file_line_and_field(tmp_path):
     from pipelines.errors import SpecError
@@ -250,28 +275,3 @@ cpus_per_checkpoint: 0.5
     bias = tasks["bias_probe"]
     assert bias["items"] == len(bias["templates"]) and bias["metrics"]["max_gap"] >= bias["metrics"]["mean_gap"] > 0
     assert set(bias["categories"]) == set(read_groups(REPO / "data" / "probes" / "bias_groups.yaml"))
-
-    # The same checkpoint in-process (same Typer app, no second interpreter start-up): a blocklist
-    # file decides before the classifier, and the text output says why on stderr.
-    from typer.testing import CliRunner
-
-    from pipelines.cli import app
-
-    blocklist = tmp_path / "blocklist.txt"
-    words = toxic_tweet.split()
-    phrase = " ".join(words[-2:]) if len(words) > 1 else words[0]
-    blocklist.write_text(f"# words we never print\n\n{phrase.upper()}\n")
-    with single_thread():
-        result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", prompt, "--temperature", "0",
-                                          "--max-tokens", "40", "--guard-blocklist", str(blocklist), "--json"])
-    assert result.exit_code == 0, result.output
-    record = json.loads(result.stdout.strip().splitlines()[-1])
-    assert record["blocked"] is True and record["reason"] == f"blocklist: {phrase.upper()!r}"
-    with single_thread():
-        result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", prompt, "--temperature", "0",
-                                          "--max-tokens", "40", "--guard-block", "never said", "--guard-threshold", "1"])
-    assert result.exit_code == 0 and REFUSAL not in result.output  # nothing listed, no score above 1
-    with single_thread():
-        result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", prompt, "--guard-blocklist",
-                                          str(tmp_path / "absent.txt")])
-    assert result.exit_code == 2 and "blocklist file" in result.output
