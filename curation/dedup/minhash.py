@@ -7,6 +7,8 @@ Rounds, each a verified resume point under ``work/<stage_id>/`` (see ``rounds``)
    folder per group of ``bands_per_round`` bands; plus ``(doc_id, source[, score])`` for keepers.
 2. ``lsh-NNN``: per band group, a hash shuffle on ``(band, band_key)``; each partition turns its
    buckets into star edges (``lsh``). A shuffle only ever holds ``bands_per_round`` bands.
+   ``verify`` (with ``verify: true``): the exact Jaccard of every candidate edge on the documents'
+   shingles (written by the signature pass); edges below the threshold are dropped (``verify``).
 3. ``cc-…``: connected components of the edges (``components``): large-star / small-star rounds on
    Ray Data, or one union-find task when the edges are few (``components: auto``).
 4. ``removals``: (member, root) rows joined with the documents' source and score, shuffled on the
@@ -36,6 +38,8 @@ from curation.dedup.lsh import band_keys, band_table, bucket_edges
 from curation.dedup.rounds import WorkDir, write_table
 from curation.dedup.signatures import MinHashSignatures
 from curation.dedup.stats import add_file_counts, documents_by_file, write_stats
+from curation.dedup.verify import ROUND as VERIFY_ROUND
+from curation.dedup.verify import SHINGLES, implied_threshold, signatures_and_shingles, verify_round
 from curation.operator import DOC_ID, SOURCE, TEXT, GlobalContext, GlobalOp, OpConfig, register_op
 
 
@@ -62,12 +66,21 @@ class MinHashDedupConfig(OpConfig):
         "auto", description="connected components on Ray Data, in one union-find task, or local when edges are few")
     local_max_edges: int = Field(5_000_000, ge=0, description="`auto` uses the union-find task up to this many edges")
     partitions: int | None = Field(None, ge=1, description="shuffle partitions; default from input size and CPUs")
+    verify: bool = Field(False, description="exact Jaccard of every candidate edge on the same shingles; edges "
+                         "below `threshold` (given, or (1/bands)^(1/rows)) are dropped, so false positives are kept")
+
+    @property
+    def verify_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else implied_threshold(self.bands, self.rows)
 
     @model_validator(mode="after")
     def _derive_bands(self):
         if self.threshold is not None:
             if {"bands", "rows"} & self.model_fields_set:
-                raise ValueError("give either `threshold` or `bands`/`rows`, not both")
+                if self.verify:  # bands x rows shape the LSH, `threshold` is the exact cut-off
+                    return self
+                raise ValueError("give either `threshold` or `bands`/`rows`, not both (unless `verify: true`, "
+                                 "where `threshold` is the exact Jaccard cut-off)")
             from datasketch.lsh import _optimal_param
 
             self.bands, self.rows = _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
@@ -77,8 +90,16 @@ class MinHashDedupConfig(OpConfig):
 def write_signatures(batch: pa.Table, cfg: MinHashDedupConfig, work: WorkDir, score: str | None) -> pa.Table:
     """One batch of documents → band rows per band group, and the keeper columns."""
     hasher = MinHashSignatures(cfg.bands * cfg.rows, cfg.ngram, cfg.seed, cfg.tokenize)
-    sig, has = hasher.of_batch(batch.column(TEXT))  # no tokens, no signature: nobody's near duplicate
     doc_ids = batch.column(DOC_ID).to_numpy()
+    extra_rows = 0
+    if cfg.verify:  # the verify round needs each document's shingles: tokenised once, kept here
+        sig, has, sets = signatures_and_shingles(hasher, batch.column(TEXT))
+        kept = pa.table({DOC_ID: pa.array(doc_ids, pa.int64()), SHINGLES: sets}).filter(pa.array(has))
+        if kept.num_rows:
+            write_table(work.fs, work.path("signatures", SHINGLES), kept)
+        extra_rows = kept.num_rows
+    else:
+        sig, has = hasher.of_batch(batch.column(TEXT))  # no tokens, no signature: nobody's near duplicate
     keys = band_keys(sig[has], cfg.bands, cfg.rows)
     rows = 0
     for group, first in enumerate(range(0, cfg.bands, cfg.bands_per_round)):
@@ -94,7 +115,7 @@ def write_signatures(batch: pa.Table, cfg: MinHashDedupConfig, work: WorkDir, sc
         meta_rows = meta.num_rows
     # per input file: documents seen (for source_rates); the rows written go on the first line
     counts = documents_by_file(batch)
-    written = [rows + meta_rows] + [0] * (counts.num_rows - 1) if counts.num_rows else []
+    written = [rows + meta_rows + extra_rows] + [0] * (counts.num_rows - 1) if counts.num_rows else []
     return counts.append_column("rows", pa.array(written, pa.int64()))
 
 
@@ -203,6 +224,15 @@ class MinHashDedup(GlobalOp):
                     edge_dirs.append(name)
 
             edges = summary.get("lsh_rows", 0)
+            if cfg.verify:
+                summary["verify_threshold"] = cfg.verify_threshold
+                if edge_dirs:
+                    info = verify_round(work, edge_dirs, partitions, cfg.verify_threshold)
+                    edge_dirs, edges = ([VERIFY_ROUND] if info["rows"] else []), info["rows"]
+                    summary["verify_candidate_edges"] = info["candidates"]
+                    summary["verify_removed_edges"] = info["removed"]
+                else:
+                    summary["verify_candidate_edges"] = summary["verify_removed_edges"] = 0
             backend = cfg.components
             if backend == "auto":
                 backend = "local" if edges <= cfg.local_max_edges else "distributed"
