@@ -49,13 +49,17 @@ FLOPS_FACTOR = {"sft": 1.0, "lora": 4 / 6, "reward": 2.0, "dpo": 16 / 6}
 
 def resolve_base(location: str) -> str:
     """The checkpoint a fine-tuning run starts from: a checkpoint directory as given; a fine-tuning
-    run directory's merged ``model/``; else a run directory's newest complete checkpoint."""
+    run directory's merged ``model/``; else a run directory's newest complete checkpoint. A
+    ``transformers`` GPT-2 / Llama directory (``gristmill export --format hf``) is a checkpoint too."""
     import pyarrow.fs as pafs
 
+    from training.hf_import import is_hf_export
     from training.resume import latest_complete
 
     path = Path(location)
     if (path / "model_config.json").is_file() and (path / "model.safetensors").is_file():
+        return str(path)
+    if is_hf_export(path):
         return str(path)
     if (path / MERGED_DIR / "model.safetensors").is_file():
         return str(path / MERGED_DIR)
@@ -63,6 +67,7 @@ def resolve_base(location: str) -> str:
     if latest and (Path(latest[1]) / "model.safetensors").is_file():
         return latest[1]
     raise FileNotFoundError(f"{location} holds no model checkpoint (model.safetensors + model_config.json), "
+                            "no transformers export (config.json + model.safetensors), "
                             "no model/ and no complete checkpoints/step-* with model weights")
 
 

@@ -65,7 +65,12 @@ def save_model(
 
 
 def read_model_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict[str, Any]]:
-    """The :class:`ModelConfig` and ``extra`` dict stored in a checkpoint directory."""
+    """The :class:`ModelConfig` and ``extra`` dict stored in a checkpoint directory (or, for a
+    ``transformers`` export directory, the config :mod:`training.hf_import` maps it to; no ``extra``)."""
+    from training.hf_import import is_hf_export, load_hf_export
+
+    if is_hf_export(directory):
+        return load_hf_export(directory)[1], {}
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
@@ -80,8 +85,13 @@ def read_model_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict[s
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Transformer, ModelConfig]:
     """Build the model from ``model_config.json`` and load ``model.safetensors`` into it (strictly).
 
-    Returned in eval mode on ``device``.
+    Returned in eval mode on ``device``. A ``transformers`` GPT-2 / Llama directory (``config.json``,
+    e.g. written by ``gristmill export``) is loaded through :func:`training.hf_import.load_hf_export`.
     """
+    from training.hf_import import is_hf_export, load_hf_export
+
+    if is_hf_export(directory):
+        return load_hf_export(directory, device=device)
     directory = Path(directory)
     config, _ = read_model_config(directory)
     weights_path = directory / WEIGHTS_FILE
