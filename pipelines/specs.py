@@ -289,7 +289,8 @@ class FinetuneSpec(BaseModel):
     description: str = ""
     method: Literal["sft", "lora", "reward", "dpo"]
     from_: str = Field(alias="from", description="the checkpoint to start from: a checkpoint directory "
-                       "(model.safetensors + model_config.json) or a run directory (its newest checkpoints/step-*)")
+                       "(model.safetensors + model_config.json), a run directory (its newest checkpoints/step-*) or a "
+                       "transformers GPT-2 / Llama directory (config.json + model.safetensors, e.g. gristmill export)")
     data: FinetuneData
     max_seq_len: int = Field(512, ge=8, description="tokens per training row (at most the model's max_seq_len - 1)")
     packing: bool = Field(True, description="sft/lora: pack several conversations per row, attention blocked "
