@@ -267,6 +267,11 @@ class MinHashDedup(GlobalOp):
                 clusters.removal_round(picked, work, partitions)
             else:
                 work.finish(clusters.REMOVALS, 0)
+        if cfg.verify and "verify_threshold" not in summary:  # resumed after the verify round
+            verified = work.finished(VERIFY_ROUND) or {}
+            summary.update(verify_threshold=cfg.verify_threshold,
+                           verify_candidate_edges=verified.get("candidates", 0),
+                           verify_removed_edges=verified.get("removed", 0))
         info = work.finished(clusters.REMOVALS)
         summary["members"] = info["rows"]
         write_stats(context.run_root, context.filesystem, self.step_label, by_file, info, summary)
