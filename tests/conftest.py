@@ -70,3 +70,22 @@ def demo_site(tmp_path_factory):
     server, base_url = serve(folder)
     yield base_url, manifest
     server.shutdown()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: two on a shared 2-core box spin against each other (100x slower matmuls)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def shakespeare_bpe():
+    """The small byte-level BPE of tests/tiny_lm.py, trained once per session (it is deterministic)."""
+    from tests.tiny_lm import train_tokenizer
+
+    return train_tokenizer()

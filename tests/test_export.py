@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from tests.conftest import run_gristmill
-from tests.tiny_lm import spread_weights, tiny_config, train_tokenizer
+from tests.tiny_lm import spread_weights, tiny_config
 from training.checkpoint import save_model
 from training.export import export_hf
 from training.generate import SamplingParams, generate_tokens
 from training.model import Transformer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 transformers = pytest.importorskip("transformers")  # a dev dependency; export itself does not need it
 
@@ -25,18 +27,10 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Two intra-op threads on a shared 2-core box spin against each other (100x slower matmuls).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer()
+def tokenizer(shakespeare_bpe):
+    return shakespeare_bpe
 
 
 def _checkpoint(tmp_path, tokenizer, **fields):

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from tests.conftest import run_gristmill
-from tests.tiny_lm import spread_weights, tiny_config, train_tokenizer
+from tests.tiny_lm import spread_weights, tiny_config
 from training.checkpoint import save_model
 from training.generate import SamplingParams, generate_text, generate_tokens, sample_next_token
 from training.model import Transformer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ARCH_CASES = [
     pytest.param(dict(arch="gpt2"), id="gpt2"),
@@ -25,18 +27,10 @@ def _model(**fields) -> Transformer:
     return spread_weights(Transformer(tiny_config(**fields))).eval()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Two intra-op threads on a shared 2-core box spin against each other (100x slower matmuls).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer()
+def tokenizer(shakespeare_bpe):
+    return shakespeare_bpe
 
 
 @pytest.mark.parametrize("fields", ARCH_CASES)

@@ -9,11 +9,13 @@ import json
 import pytest
 import torch
 
-from tests.tiny_lm import REPO, spread_weights, tiny_config, train_tokenizer
+from tests.tiny_lm import REPO, spread_weights, tiny_config
 from training.checkpoint import find_tokenizer, load_model, read_model_config, save_model
 from training.export import export_hf
 from training.hf_import import is_hf_export, load_hf_export
 from training.model import Transformer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CASES = [
     pytest.param(dict(arch="gpt2"), id="gpt2-tied"),
@@ -23,18 +25,10 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Two intra-op threads on a shared 2-core box spin against each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer()
+def tokenizer(shakespeare_bpe):
+    return shakespeare_bpe
 
 
 def _export(tmp_path, tokenizer, **fields):

@@ -12,20 +12,14 @@ from tests.tiny_lm import spread_weights, tiny_config
 from training.checkpoint import find_tokenizer, load_model, read_model_config, save_model
 from training.model import ModelConfig, Transformer, swiglu_hidden_dim
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ARCH_CASES = [
     pytest.param(dict(arch="gpt2"), id="gpt2"),
     pytest.param(dict(arch="llama"), id="llama"),
     pytest.param(dict(arch="llama", n_kv_head=2), id="llama-gqa"),
 ]
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Two intra-op threads on a shared 2-core box spin against each other (100x slower matmuls).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(seed: int = 0, **fields) -> Transformer:
