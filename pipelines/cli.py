@@ -18,11 +18,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipelines.dispatch import execute_spec
 from pipelines.errors import RunError, SpecError
 from pipelines.manifest import Manifest
 from pipelines.planner import Stage
 from pipelines.rundir import RunDir
-from pipelines.runner import CurateRun, Reporter
+from pipelines.runner import Reporter
 from pipelines.specs import json_schemas, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -63,6 +64,8 @@ def validate(spec: Path = typer.Argument(..., help="spec file (YAML)"),
         what = f"method {loaded.model.method} from {loaded.model.from_}"  # type: ignore[attr-defined]
     elif loaded.kind == "pretrain":
         what = f"data {loaded.model.data}, model {loaded.model.model.preset or loaded.model.model.arch}"  # type: ignore[attr-defined]
+    elif loaded.kind == "pipeline":
+        what = "stages " + " → ".join(f"{st.name} ({st.kind})" for st in loaded.pipeline.stages)
     else:
         what = "training data: " + ", ".join(loaded.train.data_paths()) if loaded.train else ""
     out.print(f"[green]ok[/] {spec}: kind {loaded.kind}, name {loaded.name}, {what}", highlight=False)
@@ -112,25 +115,7 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     reporter = RichReporter()
     try:
         with reporter:
-            if loaded.kind == "classifier":
-                from pipelines.classifier_run import ClassifierRun
-
-                manifest = ClassifierRun(loaded, run_dir, reporter).execute()
-            elif loaded.kind == "eval":
-                from pipelines.eval_run import EvalRun
-
-                manifest = EvalRun(loaded, run_dir, reporter).execute()
-            elif loaded.kind == "finetune":
-                from pipelines.finetune_run import FinetuneRun
-
-                manifest = FinetuneRun(loaded, run_dir, reporter, num_cpus=session.num_cpus).execute()
-            elif loaded.kind == "pretrain":
-                from pipelines.pretrain_run import PretrainRun
-
-                manifest = PretrainRun(loaded, run_dir, reporter, num_cpus=session.num_cpus).execute()
-            else:
-                manifest = CurateRun(loaded, run_dir, reporter, num_cpus=session.num_cpus,
-                                     local=session.started_here).execute()
+            manifest = execute_spec(loaded, run_dir, reporter, session)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: rerun the same command to resume")
         raise typer.Exit(130) from None
@@ -140,7 +125,7 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     finally:
         session.close()
     _print_status(manifest, location)
-    if loaded.kind in ("curate", "pretrain", "finetune", "eval"):
+    if loaded.kind in ("curate", "pretrain", "finetune", "eval", "pipeline"):
         _build_report(location, after_run=True)
 
 
@@ -173,6 +158,10 @@ def _build_report(location: str, after_run: bool) -> None:
     from pipelines.report import build_report
     from pipelines.report.terminal import print_summary
 
+    if _is_pipeline(location):
+        from pipelines.report.chain import build_chain_report, print_chain_summary
+
+        build_report, print_summary = build_chain_report, print_chain_summary  # noqa: F811
     try:
         built = build_report(location)
     except FileNotFoundError as exc:
@@ -200,8 +189,31 @@ def status(run_dir: str = typer.Argument(..., help="run directory")) -> None:
     _print_status(manifest, run_dir)
 
 
+def _is_pipeline(location: str) -> bool:
+    manifest = Manifest.load(RunDir.open(location))
+    return manifest is not None and manifest.data.get("kind") == "pipeline"
+
+
+def _print_pipeline_status(manifest: Manifest, location: str) -> None:
+    from pipelines.pipeline_run import status_rows
+
+    data = manifest.data
+    table = Table(title=f"{data['name']} (pipeline) — {data['status']}", title_justify="left")
+    for col in ("stage", "kind", "status", "wall", "headline"):
+        table.add_column(col, justify="right" if col == "wall" else "left")
+    for row in status_rows(data):
+        table.add_row(*(escape(c) for c in row))
+    out.print(table)
+    total = sum(r.get("seconds") or 0 for r in data["stages"])
+    out.print(f"{len(data['stages'])} stage(s), {total:.1f}s of stage wall time; each stage's run directory: "
+              f"{location}/stages/<name>", highlight=False)
+
+
 def _print_status(manifest: Manifest, location: str) -> None:
     data = manifest.data
+    if data.get("kind") == "pipeline":
+        _print_pipeline_status(manifest, location)
+        return
     table = Table(title=f"{data['name']} ({data['kind']}) — {data['status']}", title_justify="left")
     for col in ("stage", "step", "in", "kept", "rejected", "state"):
         table.add_column(col, justify="right" if col in ("in", "kept", "rejected") else "left")

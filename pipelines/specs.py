@@ -340,8 +340,28 @@ class FinetuneSpec(BaseModel):
         return self.optimizer.lr or FINETUNE_DEFAULT_LR[self.method]
 
 
+# --------------------------------------------------------------------------------------------------
+# kind: pipeline (stages checked and resolved in pipelines/pipeline_spec.py, run by pipelines/pipeline_run.py)
+
+
+class PipelineSpec(BaseModel):
+    """``kind: pipeline``: named stages of the other kinds, run in order, each in ``<run>/stages/<name>/``;
+    ``${stages.NAME}`` in a stage is an earlier stage's run directory. A finished stage whose spec and
+    upstream stages are unchanged is skipped; a changed stage re-runs with everything downstream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pipeline"]
+    name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
+    description: str = ""
+    stages: dict[str, dict[str, Any]] = Field(min_length=1, description="stage name ([a-z0-9_-]+) → that kind's "
+                                              "spec without `name` and `ray` (curate, classifier, pretrain, "
+                                              "finetune, eval); run in this order")
+    ray: RaySettings = RaySettings()
+
+
 KINDS: dict[str, type[BaseModel]] = {"curate": CurateSpec, "classifier": ClassifierSpec, "pretrain": PretrainSpec,
-                                     "eval": EvalSpec, "finetune": FinetuneSpec}
+                                     "eval": EvalSpec, "finetune": FinetuneSpec, "pipeline": PipelineSpec}
 
 
 @dataclass(frozen=True)
@@ -368,6 +388,7 @@ class LoadedSpec:
     inputs: list[InputConfig] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     train: BaseModel | None = None  # kind: classifier
+    pipeline: Any = None  # kind: pipeline: its stages (pipelines.pipeline_spec.PipelinePlan)
 
     @property
     def kind(self) -> str:
@@ -386,6 +407,8 @@ class LoadedSpec:
             out["steps"] = [s.as_yaml() for s in self.steps]
         if self.train is not None:
             out["train"] = self.train.model_dump(mode="json")
+        if self.pipeline is not None:
+            out["stages"] = self.pipeline.resolved_stages()
         return out
 
     def _absolute(self, cfg: InputConfig, entry: dict[str, Any]) -> dict[str, Any]:
@@ -449,6 +472,10 @@ def validate_spec(data: Any, source: SourceMap, base_dir: str = ".") -> LoadedSp
         close = difflib.get_close_matches(str(kind), list(KINDS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SpecError([source.issue(("kind",), f"unknown kind {kind!r}{hint}; expected one of: {', '.join(KINDS)}")])
+    if kind == "pipeline":
+        from pipelines.pipeline_spec import validate_pipeline
+
+        return validate_pipeline(data, source, base_dir)
     model_cls = KINDS[kind]
     issues: list[SpecIssue] = []
     model = _validate_model(model_cls, data, (), source, issues)

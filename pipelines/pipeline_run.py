@@ -1,0 +1,185 @@
+"""Running a ``kind: pipeline`` spec: its stages in order, each in ``<run>/stages/<name>/`` through the
+runner of its kind (:func:`pipelines.dispatch.execute_spec`), as if that stage's spec were run alone.
+
+The pipeline's own ``<run>/manifest.json`` (kind ``pipeline``) holds one record per stage: its hash,
+status, start and end, wall seconds and a few headline numbers from the stage's own manifest.
+
+A stage's hash is the canonical hash of its resolved spec (defaults filled, paths absolute) with
+every upstream stage's run directory replaced by that stage's hash, so a change anywhere upstream
+changes every hash downstream. On a rerun:
+
+- finished, same hash: skipped;
+- unfinished, same hash: the stage's runner resumes it (curate per input file, pretrain / finetune
+  from the newest checkpoint, eval per checkpoint);
+- hash changed: a curate stage keeps its own finer invalidation (its runner re-runs only the stages
+  whose step hashes changed, and those after them); any other kind starts over in a cleared folder.
+
+Fields a kind ignores when it resumes (``log_every``, ``keep`` … see its ``NOT_HASHED``) are left out
+of the stage hash as well, so changing them never retrains a finished stage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from pipelines.errors import RunError, SpecError
+from pipelines.manifest import Manifest
+from pipelines.pipeline_spec import STAGES_DIR, PipelinePlan, stage_location, tokenize_locations
+from pipelines.rundir import RunDir, now
+from pipelines.runner import Reporter
+from pipelines.specs import LoadedSpec, canonical_hash
+
+ALWAYS_UNHASHED = ("name", "description", "ray")
+
+
+def resume_only_fields(kind: str) -> tuple[str, ...]:
+    """Fields the kind's own runner leaves out of its hash (they may change between a run and its resume)."""
+    if kind == "pretrain":
+        from pipelines.pretrain_run import NOT_HASHED
+    elif kind == "finetune":
+        from pipelines.finetune_run import NOT_HASHED
+    else:
+        NOT_HASHED = ()  # noqa: N806
+    return ALWAYS_UNHASHED + tuple(NOT_HASHED)
+
+
+def stage_hash(kind: str, resolved: dict[str, Any], root: str, upstream_hashes: dict[str, str]) -> str:
+    hashed = {k: v for k, v in resolved.items() if k not in resume_only_fields(kind)}
+    tokens = {name: f"stage:{h}" for name, h in upstream_hashes.items()}
+    return canonical_hash({"kind": kind, "spec": tokenize_locations(hashed, root, tokens)})
+
+
+@dataclass
+class PipelineRun:
+    spec: LoadedSpec
+    run: RunDir
+    reporter: Reporter
+    session: Any  # pipelines.ray_session.RaySession
+
+    def execute(self) -> Manifest:
+        from pipelines.dispatch import execute_spec
+
+        plan: PipelinePlan = self.spec.pipeline
+        root = self.run.uri()
+        manifest = Manifest.load(self.run) or Manifest.new(self.spec.name, "pipeline")
+        previous = {r["id"]: r for r in manifest.data["stages"]}
+        manifest.data.update(spec_hash=canonical_hash(self.spec.resolved()), status="running",
+                             stages=[previous[s.name] for s in plan.stages if s.name in previous])
+        manifest.save(self.run)
+        hashes: dict[str, str] = {}
+        total = len(plan.stages)
+        for number, stage in enumerate(plan.stages, start=1):
+            label = f"stage {number}/{total} {stage.name} ({stage.kind})"
+            try:
+                loaded = plan.load_stage(stage.name, root)  # now against the real upstream outputs
+            except SpecError as exc:
+                self._fail(manifest, stage.name, stage.kind, "spec error: " + "; ".join(map(str, exc.issues)))
+                raise RunError(f"{label}: spec error(s):\n  " + "\n  ".join(map(str, exc.issues))) from None
+            resolved = loaded.resolved()
+            h = stage_hash(stage.kind, resolved, root, {name: hashes[name] for name in stage.refs})
+            hashes[stage.name] = h
+            record = manifest.stage(stage.name)
+            stage_run = RunDir.open(stage_location(root, stage.name))
+            if record and record["hash"] == h and record["status"] == "done" and stage_run.exists("manifest.json"):
+                self.reporter.note(f"{label}: skipped, finished with the same spec and upstream stages "
+                                   f"({record.get('seconds', 0):.1f}s when it ran)")
+                continue
+            if record and record["hash"] != h:
+                if stage.kind == "curate":
+                    self.reporter.note(f"{label}: changed; its runner re-runs the steps that changed and those after them")
+                else:
+                    self.reporter.note(f"{label}: changed (its spec or an upstream stage); starting it over")
+                    stage_run.clear()
+            elif record:
+                self.reporter.note(f"{label}: unfinished; resuming")
+            else:
+                self.reporter.note(f"{label}: running")
+            record = {"id": stage.name, "kind": stage.kind, "hash": h, "status": "running",
+                      "run_dir": f"{STAGES_DIR}/{stage.name}", "upstream": list(stage.refs), "started": now()}
+            manifest.put_stage(record)
+            manifest.save(self.run)
+            stage_run.makedirs()
+            stage_run.write_bytes("spec.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode())
+            started = time.time()
+            try:
+                stage_manifest = execute_spec(loaded, stage_run, self.reporter, self.session)
+            except (RunError, FileNotFoundError) as exc:
+                record.update(status="failed", finished=now(), seconds=round(time.time() - started, 3), error=str(exc)[-2000:])
+                manifest.data["status"] = "failed"
+                manifest.save(self.run)
+                raise RunError(f"{label}: {exc}") from None
+            record.update(status="done", finished=now(), seconds=round(time.time() - started, 3),
+                          headline=headline(stage.kind, stage_manifest.data, stage_run))
+            manifest.save(self.run)
+            self.reporter.note(f"{label}: done in {record['seconds']:.1f}s — {format_headline(record['headline'])}")
+        manifest.data["status"] = "done"
+        manifest.save(self.run)
+        return manifest
+
+    def _fail(self, manifest: Manifest, name: str, kind: str, error: str) -> None:
+        record = manifest.stage(name) or {"id": name, "kind": kind, "hash": "", "run_dir": f"{STAGES_DIR}/{name}"}
+        record.update(status="failed", finished=now(), error=error[-2000:])
+        manifest.put_stage(record)
+        manifest.data["status"] = "failed"
+        manifest.save(self.run)
+
+
+# --------------------------------------------------------------------------------------------------
+# headline numbers: read from the stage's own manifest (and shards manifest), never recomputed
+
+
+def headline(kind: str, stage_manifest: dict[str, Any], stage_run: RunDir) -> dict[str, Any]:
+    if kind == "curate":
+        return _curate_headline(stage_manifest, stage_run)
+    out: dict[str, Any] = {}
+    for record in stage_manifest.get("stages") or []:
+        metrics = record.get("metrics") or {}
+        if kind == "eval":
+            out.update({f"{record.get('label', record['id'])}: {k}": v for k, v in metrics.items()})
+        elif kind == "classifier":
+            out.update({k: metrics[k] for k in ("accuracy", "macro_f1", "roc_auc", "f1") if k in metrics})
+        elif record.get("kind") in ("pretrain", "finetune"):
+            out.update({k: v for k, v in metrics.items() if k in ("step", "tokens", "loss", "val_loss", "val_ppl")
+                        or k.startswith(("reward_", "dpo_", "distill_"))})
+    return out
+
+
+def _curate_headline(stage_manifest: dict[str, Any], stage_run: RunDir) -> dict[str, Any]:
+    t = stage_manifest.get("totals") or {}
+    out: dict[str, Any] = {}
+    if t:
+        out.update(read=t.get("read"), kept=t.get("kept"), rejected=sum((t.get("rejected") or {}).values()),
+                   quarantined=t.get("quarantined", 0))
+    if stage_run.exists("shards", "manifest.json"):
+        shards = stage_run.read_json("shards/manifest.json")
+        splits = shards.get("splits") or {}
+        out.update(train_tokens=(splits.get("train") or {}).get("tokens"), val_tokens=(splits.get("val") or {}).get("tokens"),
+                   vocab_size=(shards.get("tokenizer") or {}).get("vocab_size"))
+    return out
+
+
+def format_headline(values: dict[str, Any] | None) -> str:
+    parts = []
+    for key, value in (values or {}).items():
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.4g}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{key} {value:,}")
+        elif value is not None:
+            parts.append(f"{key} {value}")
+    return ", ".join(parts) or "–"
+
+
+def status_rows(manifest: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(stage, kind, status, wall time, headline) per stage, for ``gristmill status``."""
+    rows = []
+    for record in manifest.get("stages") or []:
+        seconds = record.get("seconds")
+        wall = f"{seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
+        text = format_headline(record.get("headline")) if record["status"] == "done" else (record.get("error") or "")[:120]
+        rows.append((record["id"], record.get("kind", ""), record["status"], wall, text))
+    return rows
