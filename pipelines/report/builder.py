@@ -57,7 +57,8 @@ def build_report(location: str) -> Report:
     html = page(f"{ctx.name} — {title}", f"gristmill {kind} run · {ctx.run.location}", sections)
     ctx.run.write_bytes("report/index.html", html.encode("utf-8"))
     ctx.run.write_bytes("report/stats.json", (json.dumps(stats, indent=1, default=_json_default) + "\n").encode())
-    return Report(location, ctx.run.path("report/index.html"), ctx.run.path("report/stats.json"), stats, seconds)
+    # uri(): s3://bucket/… for a remote run directory (a bare bucket path would read as a local one)
+    return Report(location, ctx.run.uri("report/index.html"), ctx.run.uri("report/stats.json"), stats, seconds)
 
 
 def _json_default(value: Any) -> Any:

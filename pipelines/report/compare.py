@@ -134,4 +134,6 @@ def build_compare(location_a: str, location_b: str, out: str | None = None) -> C
     stats_path = html_path[:-5] + ".json" if html_path.endswith(".html") else html_path + ".json"
     write_atomic(fs, html_path, html.encode("utf-8"))
     write_atomic(fs, stats_path, (json.dumps(stats, indent=1) + "\n").encode())
+    if out is None and "://" in a.run.location:  # name the remote pages by URI, not by bucket path
+        html_path, stats_path = (a.run.uri(p[len(a.run.root) + 1:]) for p in (html_path, stats_path))
     return Comparison(html_path, stats_path, stats)
