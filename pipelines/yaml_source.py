@@ -154,6 +154,8 @@ def load_yaml(text: str, file: str, env: dict[str, str] | None = None) -> tuple[
         problem = exc.problem or str(exc)
         if exc.context:
             problem = f"{exc.context}: {problem}"
+        if "'\\t'" in problem:  # PyYAML's own words ("found character '\t' that cannot start any token") hide the fix
+            problem += " (a tab: YAML indents with spaces only)"
         raise SpecError([SpecIssue(file, line, col, "", f"invalid YAML: {problem}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([SpecIssue(file, None, None, "", f"invalid YAML: {exc}")]) from None

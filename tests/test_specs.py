@@ -172,3 +172,9 @@ def test_json_schema_covers_ops_and_formats():
 def test_shipped_specs_validate():
     for path in sorted(Path(__file__).resolve().parent.parent.joinpath("specs").glob("*.yaml")):
         load_spec(str(path))
+
+
+def test_tab_indentation_says_tab(tmp_path):
+    path = write(tmp_path, GOOD.replace("  - format: jsonl", "\t- format: jsonl"))
+    (msg,) = errors_of(path)
+    assert msg.startswith(f"{path}:4:1: invalid YAML:") and "a tab: YAML indents with spaces only" in msg
