@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test reliability bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Kill the driver at named points and rerun, kill a Ray worker, feed broken inputs and hostile sites
+# (tests/reliability; kept out of `make test` by pyproject's addopts, run by naming the folder).
+reliability: install
+	$(BIN)/python -m pytest -q tests/reliability
 
 bench: install
 	$(BIN)/python -m benchmarks.runner_overhead

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curation.faults import fault_point
 from pipelines.errors import RunError, SpecIssue
 from pipelines.manifest import Manifest
 from pipelines.rundir import RunDir, now
@@ -271,6 +272,7 @@ class EvalRun:
                           metrics=_headline(result["tasks"]))
             manifest.put_stage(record)
             manifest.save(self.run)
+            fault_point("eval.checkpoint_done")  # one checkpoint recorded, results.json not yet written
             self.reporter.note(f"{record['label']}: " + ", ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items()))
 
         checkpoints = [{"label": records[s]["label"], **records[s]["result"]} for s in stage_ids

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from curation.faults import fault_point
 from pipelines.errors import RunError, SpecIssue
 from pipelines.manifest import Manifest
 from pipelines.rundir import RunDir, now
@@ -181,6 +182,7 @@ class PretrainRun:
             record.update(status="failed", finished=now(), error=str(exc)[-2000:])
             manifest.save(self.run)
             raise RunError(f"training failed: {_last_line(exc)}; rerun the same command to resume") from None
+        fault_point("pretrain.fit_returned")  # trained to the end, stage not yet recorded done
         prune(self.run.fs, self.run.path(launcher.CHECKPOINTS_DIR), spec.keep)
         metrics = dict(getattr(result, "metrics", None) or {})
         record.update(status="done", finished=now(), seconds=round(time.time() - started, 3),

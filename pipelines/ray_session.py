@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import ray
 
+from curation import faults
+
 
 @dataclass
 class RaySession:
@@ -76,6 +78,8 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
             import training
 
             runtime_env["py_modules"] = [pipelines, curation, training, eval_pkg]
+        if faults.runtime_env_vars():  # the reliability suite's kill points (empty in normal runs)
+            runtime_env["env_vars"] = faults.runtime_env_vars()
         ray.init(address=address, runtime_env=runtime_env or None, logging_level=logging.WARNING,
                  log_to_driver=True)
         started = False
@@ -84,6 +88,7 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
         # address="local": always a fresh embedded Ray. Without it ray.init() attaches to any
         # cluster already running on this machine (`ray start`, another user's job).
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": faults.runtime_env_vars()} if faults.runtime_env_vars() else None,
                  object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
                  log_to_driver=True, configure_logging=True)
         started = True

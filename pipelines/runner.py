@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from curation.faults import fault_point
 from curation.ingest.base import get_reader
 from curation.ingest.listing import InputFile, list_inputs
 from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, SinkContext, get_op
@@ -80,6 +81,7 @@ class CurateRun:
             else:
                 record = self._run_global(stage, previous, manifest)
             self.reporter.stage_finished(stage, record)
+            fault_point("curate.stage_done")  # between stages: this one recorded done, the next not started
 
         manifest.data["totals"] = totals(manifest.data["stages"])
         manifest.data["status"] = "done"
@@ -216,6 +218,7 @@ class CurateRun:
         sizes = {u.unit: size for u, size in pending}
         tracker = UnitTracker(self.run, stage.id, attempt)
         for summary in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            fault_point("curate.stream_batch")  # mid-pass: rows written, this batch's units not yet committed
             finished = tracker.add(summary)
             for unit in finished:
                 tracker.bytes_done += sizes.get(unit, 0)
@@ -401,6 +404,7 @@ class UnitTracker:
         self.run.write_json(f"{progress_dir(self.stage_id)}/u{unit:06d}.json",
                             {"unit": unit, "attempt": self.attempt, "rows_in": expected,
                              "outputs": outputs})
+        fault_point("curate.unit_committed")  # mid-pass, right after a unit's commit marker
         self.committed.add(unit)
         return True
 

@@ -22,6 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from curation.faults import fault_point
 from training.checkpoint import TOKENIZER_FILE, WEIGHTS_FILE, save_model
 from training.metrics import MetricsCsv, mfu, perplexity
 from training.model import Transformer
@@ -93,9 +94,11 @@ class PretrainProgress(pl.Callback):
                 log.info(f"step {step}/{self.plan.max_steps} loss {loss:.4f}"
                          + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
                          + f" lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} tokens/s {tokens_per_s:,.0f}")
+        fault_point("train.step")  # in a Ray Train worker: kills the driver, then itself
         if step % self.plan.checkpoint_every == 0 or step == self.plan.max_steps:
             paused = True
             self._checkpoint(trainer, pl_module, step, row)
+            fault_point("train.checkpoint")  # right after a checkpoint was reported
         if paused:
             self.last_time = time.perf_counter()
 

@@ -40,6 +40,7 @@ from curation.dedup.signatures import MinHashSignatures
 from curation.dedup.stats import add_file_counts, documents_by_file, write_stats
 from curation.dedup.verify import ROUND as VERIFY_ROUND
 from curation.dedup.verify import SHINGLES, implied_threshold, signatures_and_shingles, verify_round
+from curation.faults import fault_point
 from curation.operator import DOC_ID, SOURCE, TEXT, GlobalContext, GlobalOp, OpConfig, register_op
 
 
@@ -190,6 +191,7 @@ class MinHashDedup(GlobalOp):
             summaries = ds.select_columns(columns).map_batches(
                 write_signatures, batch_format="pyarrow", fn_kwargs={"cfg": cfg, "work": work, "score": score})
             for batch in summaries.iter_batches(batch_format="pyarrow", batch_size=None):
+                fault_point("dedup.signatures.batch")  # inside the signature round, files half written
                 add_file_counts(by_file, batch)
                 rows += sum(batch.column("rows").to_pylist())
             sig_info = work.finish("signatures", rows, documents_by_file=by_file, bands_per_round=per_round)

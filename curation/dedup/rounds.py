@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from curation.faults import fault_point
+
 MARKER = "_round.json"
 TMP = ".tmp-"
 
@@ -73,6 +75,11 @@ class WorkDir:
         """What Ray Data reads (a URI for remote filesystems, a path locally)."""
         return posixpath.join(self.location.rstrip("/"), *parts)
 
+    @property
+    def stage(self) -> str:
+        """The stage this scratch folder belongs to (``work/<stage_id>``), e.g. ``02-exact_dedup``."""
+        return posixpath.basename(self.location.rstrip("/"))
+
     def ray_filesystem(self):
         return None if "://" in self.location else self.fs
 
@@ -100,6 +107,7 @@ class WorkDir:
     def finish(self, name: str, rows: int, **extra: Any) -> dict:
         """Verify the round's files against the writers' count, then write the marker."""
         found = footer_rows(self.fs, self.path(name))
+        fault_point(f"dedup.{self.stage}.{name}.written")  # inside a round: files complete, no marker yet
         if found != rows:
             raise RuntimeError(f"dedup round {name!r}: writers reported {rows} rows but {found} are on disk")
         info = {"rows": rows, **extra}
@@ -107,6 +115,7 @@ class WorkDir:
         with self.fs.open_output_stream(tmp) as f:
             f.write(json.dumps(info).encode())
         self.fs.move(tmp, self.path(name, MARKER))
+        fault_point(f"dedup.{self.stage}.{name}.done")  # between rounds
         return info
 
     def has_rows(self, name: str) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import pyarrow.fs as pafs
 from pydantic import Field, ValidationError, field_validator
 
+from curation.faults import fault_point
 from curation.operator import OpConfig, SinkContext, SinkOp, register_op
 from curation.tokenize.encode import SPLITS, EncodePackFiles, group_files
 from curation.tokenize.shards import commit_shards, rows_per_shard, shard_manifest, shuffle_into_shards
@@ -157,6 +158,7 @@ def train_and_save(ctx: SinkContext, files: list[str], config: TokenizerTrainCon
     if not sample.get("documents"):
         raise ValueError("no train-split documents to train the tokenizer on")
     data = tokenizer_bytes(tokenizer)
+    fault_point("tokenize.tokenizer_trained")  # trained, not yet saved
     _write_atomic(ctx, TOKENIZER_FILE, data)
     training = {"config": config.model_dump(mode="json"), "val_fraction": val_fraction, "sample": sample,
                 "vocab_size": tokenizer.get_vocab_size(), "seconds": round(time.time() - started, 3)}
@@ -265,6 +267,7 @@ class TokenizeOp(SinkOp):
         summaries: list[dict[str, Any]] = []
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             summaries += batch.to_pylist()
+            fault_point("tokenize.packed_batch")  # encoding: some groups packed, others not
         encoded_s = time.time() - started - trained_s
 
         # 2. shuffle globally and write shards, per split

@@ -26,6 +26,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from curation.faults import fault_point
 from curation.ingest.listing import filesystem_for
 
 FORMAT = "gristmill-shards/1"
@@ -98,6 +99,7 @@ def commit_shards(fs: pafs.FileSystem, shards_dir: str, split: str, written: lis
     for i, w in enumerate(written):
         name = f"{split}-{i:05d}.parquet"
         fs.move(w["tmp"], posixpath.join(shards_dir, name))
+        fault_point("tokenize.shard_committed")  # shard writing: some shards renamed, no manifest yet
         names.append(name)
     return names
 
