@@ -22,15 +22,22 @@ from training.model import ModelConfig, Transformer
 
 
 def resolve_checkpoint(location: str | os.PathLike) -> Path:
-    """A checkpoint directory as given, or a run directory's newest ``checkpoints/step-*``."""
+    """A checkpoint directory as given, or a run directory's newest ``checkpoints/step-*``. A
+    ``transformers`` GPT-2 / Llama directory (``gristmill export``) is a checkpoint too:
+    :func:`training.checkpoint.load_model` reads it through :mod:`training.hf_import`."""
+    from training.hf_import import is_hf_export
+
     path = Path(location)
     if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+        return path
+    if is_hf_export(path):
         return path
     steps = sorted(p for p in (path / "checkpoints").glob("step-*")
                    if (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
     if steps:
         return steps[-1]
-    raise FileNotFoundError(f"{location} is neither a model checkpoint (holding {WEIGHTS_FILE} and {CONFIG_FILE}) "
+    raise FileNotFoundError(f"{location} is neither a model checkpoint (holding {WEIGHTS_FILE} and {CONFIG_FILE}), "
+                            "a transformers export (config.json + model.safetensors) "
                             "nor a run directory with checkpoints/step-*/")
 
 

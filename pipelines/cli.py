@@ -61,7 +61,7 @@ def validate(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     elif loaded.kind == "eval":
         what = f"{len(loaded.model.checkpoints)} checkpoint(s), {len(loaded.model.tasks)} task(s)"  # type: ignore[attr-defined]
     elif loaded.kind == "finetune":
-        what = f"method {loaded.model.method} from {loaded.model.from_}"  # type: ignore[attr-defined]
+        what = f"method {loaded.model.method} from {loaded.model.from_ or 'a fresh student'}"  # type: ignore[attr-defined]
     elif loaded.kind == "pretrain":
         what = f"data {loaded.model.data}, model {loaded.model.model.preset or loaded.model.model.arch}"  # type: ignore[attr-defined]
     elif loaded.kind == "pipeline":

@@ -205,7 +205,10 @@ def _weights_identity(location: str) -> dict[str, Any]:
     from training.checkpoint import WEIGHTS_FILE
 
     checkpoint = resolve_checkpoint(location)
-    stat = (checkpoint / WEIGHTS_FILE).stat()
+    weights = checkpoint / WEIGHTS_FILE
+    if not weights.is_file():  # a sharded transformers export: its index changes with the weights
+        weights = checkpoint / "model.safetensors.index.json"
+    stat = weights.stat()
     return {"checkpoint": str(checkpoint), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 

@@ -54,7 +54,7 @@ class CurateSpec(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
     description: str = ""
     input: list[dict[str, Any]] = Field(min_length=1, description="input sources, each with a `format`")
-    steps: list[dict[str, Any]] = Field(default_factory=list, description="ordered curation steps, "
+    steps: list[dict[str, Any] | str] = Field(default_factory=list, description="ordered curation steps, "
                                         "each a one-key mapping `op_name: {config}`")
     output: OutputSettings = OutputSettings()
     ray: RaySettings = RaySettings()
@@ -228,12 +228,16 @@ class EvalSpec(BaseModel):
 
 
 class FinetuneData(BaseModel):
-    """JSONL files of `{prompt, response}` or `{messages: [...]}` (sft, lora) or
-    `{prompt, chosen, rejected}` (reward, dpo), and how to split off validation rows."""
+    """JSONL files of `{prompt, response}` or `{messages: [...]}` (sft, lora, distill) or
+    `{prompt, chosen, rejected}` (reward, dpo), and how to split off validation rows; or, for
+    distill, token shards (language-model distillation on pretraining data)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    train: list[str] = Field(min_length=1, description="JSONL files (globs allowed); relative to the spec file")
+    train: list[str] = Field(default_factory=list, description="JSONL files (globs allowed); relative to the spec file")
+    shards: str | None = Field(None, description="distill: a shards folder (holding manifest.json) or a run directory "
+                               "holding shards/ (kind: curate with tokenize); trains on every token, attention "
+                               "blocked across documents; instead of train/val")
     val: list[str] = Field(default_factory=list, description="JSONL files for validation; default: "
                            "val_fraction of the train records, chosen by a hash of the record")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="share of train records held out when `val` is empty")
@@ -242,6 +246,14 @@ class FinetuneData(BaseModel):
     @classmethod
     def _one_path(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FinetuneData":
+        if bool(self.train) == (self.shards is not None):
+            raise ValueError("give train (JSONL files) or shards (token shards, method distill), not both or neither")
+        if self.shards is not None and self.val:
+            raise ValueError("shards bring their own val split; val is for JSONL data")
+        return self
 
 
 class LoraSettings(BaseModel):
@@ -266,33 +278,54 @@ class DpoSettings(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed share of flipped labels")
 
 
+class DistillSettings(BaseModel):
+    """Knowledge distillation (Hinton et al. 2015): ``loss = alpha · T² · KL(teacher_T ‖ student_T) +
+    (1 - alpha) · CE``, both per target token. Defaults T = 2 (DistilBERT, Sanh et al. 2019) and
+    alpha = 0.5 (Hinton's equal weighting of soft and hard targets)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str = Field(description="the teacher: a checkpoint directory, a run directory (its newest checkpoint) "
+                         "or a transformers export; relative to the spec file. Frozen, in eval mode (bf16 on GPU); "
+                         "it must use the student's tokenizer")
+    temperature: float = Field(2.0, gt=0, description="softens both distributions; the KL term is scaled by T² so "
+                               "its gradients keep their size as T changes (Hinton et al. 2015)")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the KL term; 1 - alpha weighs the cross-entropy "
+                         "on the data (0 = plain training, the teacher only logged)")
+
+
 class FinetuneOptimizer(PretrainOptimizer):
     """AdamW as for pretraining, with fine-tuning defaults: the learning rate depends on the method
-    (sft 2e-5, lora 2e-4, reward 1e-5, dpo 5e-7: Zephyr / TRL / QLoRA's published settings) and no
-    weight decay (HF TrainingArguments' default)."""
+    (sft 2e-5, lora 2e-4, reward 1e-5, dpo 5e-7: Zephyr / TRL / QLoRA's published settings; distill
+    5e-4: DistilBERT's, a student that is trained rather than nudged) and no weight decay (HF TrainingArguments' default)."""
 
     lr: float | None = Field(None, gt=0, description="peak learning rate; default by method")
     weight_decay: float = Field(0.0, ge=0, description="on matrices only; norms and biases are not decayed")
 
 
-FINETUNE_DEFAULT_LR = {"sft": 2e-5, "lora": 2e-4, "reward": 1e-5, "dpo": 5e-7}
+FINETUNE_DEFAULT_LR = {"sft": 2e-5, "lora": 2e-4, "reward": 1e-5, "dpo": 5e-7, "distill": 5e-4}
 
 
 class FinetuneSpec(BaseModel):
-    """``kind: finetune``: SFT, LoRA, a reward model or DPO from a checkpoint, on Ray Train + Lightning
-    (the pretraining launcher: same scaling, checkpoints, resume and metrics)."""
+    """``kind: finetune``: SFT, LoRA, a reward model, DPO or distillation from a teacher, on Ray Train +
+    Lightning (the pretraining launcher: same scaling, checkpoints, resume and metrics)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
     kind: Literal["finetune"]
     name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
     description: str = ""
-    method: Literal["sft", "lora", "reward", "dpo"]
-    from_: str = Field(alias="from", description="the checkpoint to start from: a checkpoint directory "
-                       "(model.safetensors + model_config.json), a run directory (its newest checkpoints/step-*) or a "
-                       "transformers GPT-2 / Llama directory (config.json + model.safetensors, e.g. gristmill export)")
+    method: Literal["sft", "lora", "reward", "dpo", "distill"]
+    from_: str | None = Field(None, alias="from", description="the checkpoint to start from: a checkpoint directory "
+                              "(model.safetensors + model_config.json), a run directory (its newest checkpoints/step-*) "
+                              "or a transformers GPT-2 / Llama directory (config.json + model.safetensors, e.g. "
+                              "gristmill export). Required, except for distill with `student`")
+    student: PretrainModelSettings | None = Field(None, description="distill: a fresh (randomly initialised) student "
+                                                  "instead of `from`: a preset with overrides as in kind: pretrain; "
+                                                  "the vocabulary is the teacher's")
     data: FinetuneData
-    max_seq_len: int = Field(512, ge=8, description="tokens per training row (at most the model's max_seq_len - 1)")
+    max_seq_len: int = Field(512, ge=8, description="tokens per training row (at most the model's max_seq_len - 1); "
+                             "JSONL data only: token shards keep their own seq_len")
     packing: bool = Field(True, description="sft/lora: pack several conversations per row, attention blocked "
                           "between them; false: one conversation per row, padded")
     chat_template: str | None = Field(None, description="Jinja chat template (sandboxed); default: the "
@@ -302,6 +335,7 @@ class FinetuneSpec(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps (or give epochs)")
     lora: LoraSettings | None = Field(None, description="method lora: adapter settings (defaults when absent)")
     dpo: DpoSettings | None = Field(None, description="method dpo: beta and label smoothing")
+    distill: DistillSettings | None = Field(None, description="method distill: the teacher, temperature and alpha")
     optimizer: FinetuneOptimizer = FinetuneOptimizer()
     schedule: PretrainSchedule = PretrainSchedule()
     batch: PretrainBatch = PretrainBatch()
@@ -321,6 +355,11 @@ class FinetuneSpec(BaseModel):
     def _precision_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @field_validator("student", mode="before")
+    @classmethod
+    def _student_preset_shorthand(cls, value: Any) -> Any:
+        return {"preset": value} if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _consistent(self) -> "FinetuneSpec":
         if (self.epochs is None) == (self.max_steps is None):
@@ -329,6 +368,24 @@ class FinetuneSpec(BaseModel):
             raise ValueError(f"a `lora` block needs method: lora (method is {self.method})")
         if self.dpo is not None and self.method != "dpo":
             raise ValueError(f"a `dpo` block needs method: dpo (method is {self.method})")
+        if self.method == "distill":
+            if self.distill is None:
+                raise ValueError("method distill needs a `distill` block naming the teacher: "
+                                 "distill: {teacher: ../runs/pretrain-big}")
+            if (self.from_ is None) == (self.student is None):
+                raise ValueError("method distill: give `from` (the student's start checkpoint) or `student` "
+                                 "(a fresh model: {preset: tiny, n_layer: 2, ...}), not both or neither")
+        else:
+            if self.distill is not None:
+                raise ValueError(f"a `distill` block needs method: distill (method is {self.method})")
+            if self.student is not None:
+                raise ValueError(f"`student` (a fresh model) is for method distill; method {self.method} "
+                                 "starts from a checkpoint: give `from`")
+            if self.from_ is None:
+                raise ValueError("`from` is required: the checkpoint to fine-tune")
+            if self.data.shards is not None:
+                raise ValueError(f"data.shards (token shards) is for method distill; method {self.method} "
+                                 "reads JSONL records: give data.train")
         if self.chat_template and self.chat_template_file:
             raise ValueError("give chat_template or chat_template_file, not both")
         if self.method == "lora" and self.scaling.strategy == "fsdp":

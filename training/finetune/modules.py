@@ -30,7 +30,7 @@ from training.lightning_module import OptimConfig, PretrainModule, ScheduleConfi
 from training.model import ModelConfig
 
 REWARD_WEIGHTS = "reward_model.safetensors"
-METHODS = ("sft", "lora", "reward", "dpo")
+METHODS = ("sft", "lora", "reward", "dpo", "distill")
 
 
 def load_base_weights(model: nn.Module, base: str) -> None:
@@ -249,6 +249,10 @@ def build_module(plan: Any, model_config: ModelConfig) -> PretrainModule:
     task = plan.task or {}
     method = task.get("method")
     optim, schedule = OptimConfig(**plan.optim), ScheduleConfig(**plan.schedule)
+    if method == "distill":  # training/finetune/distill.py; a fresh student has no base
+        from training.finetune.distill import build_distill_module
+
+        return build_distill_module(plan, model_config, optim, schedule)
     base = task["base"]
     if method in ("sft", "lora"):
         lora = lora_lib.LoRAConfig.from_dict(task["lora"]) if method == "lora" else None
