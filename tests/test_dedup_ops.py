@@ -122,5 +122,6 @@ def test_minhash_dedup_finds_near_duplicates_and_resumes_between_rounds(ray_sess
     assert all(out[d]["reason"] is None for d in originals)
     summary = (tmp_path / "dedup" / "minhash_dedup" / "summary.json").read_text()
     assert '"components_backend": "local"' in summary
+    assert '"lsh_local_rounds": 1' in summary  # a small band group: bucketed in one task, no shuffle
     rates = {r["source"]: r for r in pq.read_table(tmp_path / "dedup" / "minhash_dedup" / "source_rates.parquet").to_pylist()}
     assert rates["copies"]["duplicates"] == sum(r["reason"] == "near_duplicate" for r in out.values())

@@ -1,8 +1,8 @@
 """TWO-NODE RAY CLUSTER (slow, ~1 min): minhash_dedup on a two-node Ray cluster started on this
 machine (``ray.cluster_utils.Cluster``, in a subprocess: the test session already holds a Ray) keeps
 exactly the same documents as on the session's single node. The cluster run uses the distributed
-(large-star / small-star) components, the single node the union-find task, so the two backends
-are compared too."""
+(large-star / small-star) components and LSH by hash shuffles, the single node the union-find task
+and LSH in one task per band group (``lsh: auto`` on a small set), so the backends are compared too."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     op_cls = get_op("minhash_dedup")
-    op = op_cls(op_cls.Config(components="distributed", partitions=2))
+    op = op_cls(op_cls.Config(components="distributed", lsh="shuffle", partitions=2))
     ds = ray.data.read_parquet(corpus).repartition(4)
     out = op.apply(ds, GlobalContext(root + "/work", pafs.LocalFileSystem(), 2, run_root=root))
     kept = sorted(r["doc_id"] for b in out.iter_batches(batch_format="pyarrow", batch_size=None)
@@ -58,3 +58,5 @@ def test_two_node_cluster_keeps_the_same_documents(ray_session, tmp_path):
     assert two_nodes == kept
     assert len(kept) < table.num_rows  # something was removed, so the comparison means something
     assert any((tmp_path / "two" / "work").glob("cc-*-small/_round.json"))  # the distributed backend ran
+    assert json.loads((tmp_path / "one" / "work" / "02-dedup" / "lsh-000" / "_round.json").read_text())["backend"] == "local"
+    assert json.loads((tmp_path / "two" / "work" / "lsh-000" / "_round.json").read_text())["backend"] == "shuffle"

@@ -117,13 +117,19 @@ def write_removal_lists(table: pa.Table, work: WorkDir) -> pa.Table:
     return pa.table({"kind": kinds, "key": keys, "value": values}, schema=STATS_SCHEMA)
 
 
+def add_stats(out: dict[str, dict[str, int]], batch: pa.Table) -> dict[str, dict[str, int]]:
+    """Add one table of the writers' long-format stats into ``out``."""
+    for kind, key, value in zip(*(batch.column(c).to_pylist() for c in ("kind", "key", "value"))):
+        bucket = out.setdefault(kind, {})
+        bucket[key] = bucket.get(key, 0) + value
+    return out
+
+
 def drive_stats(ds: Any) -> dict[str, dict[str, int]]:
     """Add up the writers' long-format stats (a few rows per source; never documents)."""
     out: dict[str, dict[str, int]] = {}
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for kind, key, value in zip(*(batch.column(c).to_pylist() for c in ("kind", "key", "value"))):
-            bucket = out.setdefault(kind, {})
-            bucket[key] = bucket.get(key, 0) + value
+        add_stats(out, batch)
     return out
 
 

@@ -6,7 +6,10 @@ Rounds, each a verified resume point under ``work/<stage_id>/`` (see ``rounds``)
    (``signatures``), cut into ``bands`` band keys and written as ``(band, band_key, doc_id)`` in one
    folder per group of ``bands_per_round`` bands; plus ``(doc_id, source[, score])`` for keepers.
 2. ``lsh-NNN``: per band group, a hash shuffle on ``(band, band_key)``; each partition turns its
-   buckets into star edges (``lsh``). A shuffle only ever holds ``bands_per_round`` bands.
+   buckets into star edges (``lsh``). A shuffle only ever holds ``bands_per_round`` bands. A group of
+   at most ``local_max_band_rows`` rows (``lsh: auto``) is bucketed in one Ray task that reads the
+   group's files instead: the same edges without a shuffle's fixed cost (Ray Data starts hash-shuffle
+   aggregator actors per shuffle, seconds each on a small machine).
    ``verify`` (with ``verify: true``): the exact Jaccard of every candidate edge on the documents'
    shingles (written by the signature pass); edges below the threshold are dropped (``verify``).
 3. ``cc-…``: connected components of the edges (``components``): large-star / small-star rounds on
@@ -28,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from curation.dedup import clusters
@@ -35,7 +39,7 @@ from curation.dedup.clusters import SCORE, KeepHighest, apply_removals, pick_kee
 from curation.dedup.components import component_roots, distributed_components, local_components
 from curation.dedup.exact import default_partitions
 from curation.dedup.lsh import band_keys, band_table, bucket_edges
-from curation.dedup.rounds import WorkDir, write_table
+from curation.dedup.rounds import WorkDir, parquet_files, write_table
 from curation.dedup.signatures import MinHashSignatures
 from curation.dedup.stats import add_file_counts, documents_by_file, write_stats
 from curation.dedup.verify import ROUND as VERIFY_ROUND
@@ -61,6 +65,11 @@ class MinHashDedupConfig(OpConfig):
         "lowest_doc_id", description="which document of a cluster survives: lowest_doc_id, or {highest: <score column>}")
     bands_per_round: int | None = Field(None, ge=1, description="bands shuffled together in one LSH round; "
                                         "default: as many as keep a round under 20 M (band, key, doc) rows")
+    lsh: Literal["auto", "shuffle", "local"] = Field(
+        "auto", description="LSH buckets of a band group by a Ray Data hash shuffle, or in one task reading the "
+        "group's rows; `auto`: one task when the group holds at most `local_max_band_rows` rows")
+    local_max_band_rows: int = Field(5_000_000, ge=0, description="`lsh: auto` buckets a band group in one task up "
+                                     "to this many (band, key, doc) rows (20 bytes each: ~100 MB, ~0.5 GB to sort)")
     max_bucket_size: int = Field(100_000, ge=2, description="members of one LSH bucket that get edges; larger "
                                  "buckets are capped and counted")
     components: Literal["auto", "distributed", "local"] = Field(
@@ -125,6 +134,15 @@ def write_edges(table: pa.Table, work: WorkDir, out: str, max_bucket_size: int) 
     if edges.num_rows:
         write_table(work.fs, work.path(out), edges)
     return pa.table({"rows": [edges.num_rows], **{k: [v] for k, v in stats.items()}})
+
+
+def local_bucket_task(work: WorkDir, source: str, out: str, max_bucket_size: int) -> dict[str, int]:
+    """One band group's rows read and bucketed in one task (a small group): the same star edges as
+    the shuffle, whose partitions each hold whole buckets too."""
+    files = parquet_files(work.fs, work.path(source))
+    table = pa.concat_tables([pq.read_table(f, filesystem=work.fs) for f in files])
+    summary = write_edges(table, work, out, max_bucket_size)
+    return {name: int(summary.column(name)[0].as_py()) for name in summary.column_names}
 
 
 def members_of(edges: pa.Table) -> pa.Table:
@@ -212,16 +230,22 @@ class MinHashDedup(GlobalOp):
                 if info is None:
                     work.begin(name)
                     source = work.path("signatures", f"bands-{group:03d}")
+                    group_rows = documents * (min(cfg.bands, (group + 1) * per_round) - group * per_round)
                     if work.fs.get_file_info(source).type.name == "NotFound":
                         info = work.finish(name, 0, buckets=0, capped_buckets=0, capped_docs=0)
+                    elif cfg.lsh == "local" or (cfg.lsh == "auto" and group_rows <= cfg.local_max_band_rows):
+                        totals = ray.get(ray.remote(num_cpus=1)(local_bucket_task).remote(
+                            work, f"signatures/bands-{group:03d}", name, cfg.max_bucket_size))
+                        info = work.finish(name, totals.pop("rows"), backend="local", **totals)
                     else:
                         bands = ray.data.read_parquet(work.uri("signatures", f"bands-{group:03d}"), **read)
                         totals = sum_summaries(bands.repartition(partitions, keys=["band", "band_key"]).map_batches(
                             write_edges, batch_format="pyarrow", batch_size=None,
                             fn_kwargs={"work": work, "out": name, "max_bucket_size": cfg.max_bucket_size}))
-                        info = work.finish(name, totals.pop("rows", 0), **totals)
+                        info = work.finish(name, totals.pop("rows", 0), backend="shuffle", **totals)
                 for key in ("rows", "buckets", "capped_buckets", "capped_docs"):
                     summary[f"lsh_{key}"] = summary.get(f"lsh_{key}", 0) + info.get(key, 0)
+                summary["lsh_local_rounds"] = summary.get("lsh_local_rounds", 0) + (info.get("backend") == "local")
                 if info["rows"]:
                     edge_dirs.append(name)
 
@@ -250,7 +274,7 @@ class MinHashDedup(GlobalOp):
             work.begin(clusters.REMOVALS)
             if edge_dirs and backend == "local" and not score:
                 stats = ray.get(ray.remote(num_cpus=1)(local_clusters_task).remote(work, edge_dirs))
-                totals = clusters.drive_stats(ray.data.from_arrow(stats))
+                totals = clusters.add_stats({}, stats)  # a few rows: summed here, no Ray Data pass
                 work.finish(clusters.REMOVALS, totals.pop("rows", {}).get("", 0), **totals)
             elif final:
                 members = ray.data.read_parquet(final, **read).map_batches(members_of, batch_format="pyarrow")
