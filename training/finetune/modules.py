@@ -62,6 +62,43 @@ class _MetricSums:
         return {prefix + n: float(total[i]) / count for i, n in enumerate(self.names)}
 
 
+class PairwiseModule(PretrainModule):
+    """What the reward model and DPO share: rows of (chosen, rejected) pairs, a per-pair loss from
+    ``pair_terms(batch)`` (a dict with ``loss`` and the ``METRICS``), and those metrics summed per step
+    and per evaluation (train and ``val_`` columns of ``metrics/train.csv``). Pairs are never packed:
+    no attention blocking."""
+
+    METRICS: tuple[str, ...] = ()
+
+    def __init__(self, model_config: ModelConfig, optim: OptimConfig, schedule: ScheduleConfig, total_steps: int,
+                 base: str, compile_model: bool = False) -> None:
+        super().__init__(model_config, optim, schedule, total_steps, False, compile_model)
+        load_base_weights(self.model, base)
+        self.train_sums, self.val_sums = _MetricSums(self.METRICS), _MetricSums(self.METRICS)
+
+    def pair_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        terms = self.pair_terms(batch)
+        loss = terms["loss"].mean()
+        self.micro_losses.append(loss.detach())
+        self.train_sums.add(terms)
+        return loss
+
+    @torch.no_grad()
+    def eval_loss_sum(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        terms = self.pair_terms(batch)
+        self.val_sums.add(terms)
+        return terms["loss"].sum(), int(terms["loss"].numel())
+
+    def step_metrics(self, strategy: Any, evaluated: bool) -> dict[str, Any]:
+        row: dict[str, Any] = self.train_sums.reduce(strategy, self.device)
+        if evaluated:  # val_loss is a pair loss, not a token loss: no perplexity
+            row.update(self.val_sums.reduce(strategy, self.device, prefix="val_"), val_ppl=None)
+        return row
+
+
 class SFTModule(PretrainModule):
     """Supervised fine-tuning: next-token loss on the assistant's tokens only (``loss_mask``), packed
     conversations blocked from each other by ``segment_ids``. Full fine-tuning, or LoRA when a
@@ -113,7 +150,7 @@ class SFTModule(PretrainModule):
             lora_lib.load_adapter(self.model, directory)
 
 
-class RewardModule(PretrainModule):
+class RewardModule(PairwiseModule):
     """A reward model: the base transformer with its output projection replaced by a scalar head
     (HF's ``...ForSequenceClassification`` with one label; TRL's RewardTrainer), scored at the last
     response token, trained with the Bradley-Terry loss on chosen vs rejected."""
@@ -122,13 +159,11 @@ class RewardModule(PretrainModule):
 
     def __init__(self, model_config: ModelConfig, optim: OptimConfig, schedule: ScheduleConfig, total_steps: int,
                  base: str, compile_model: bool = False) -> None:
-        super().__init__(model_config, optim, schedule, total_steps, False, compile_model)
-        load_base_weights(self.model, base)
+        super().__init__(model_config, optim, schedule, total_steps, base, compile_model)
         head = nn.Linear(model_config.d_model, 1, bias=False)
         nn.init.normal_(head.weight, std=1.0 / (model_config.d_model + 1) ** 0.5)  # HF's score-head init range
         self.model.lm_head = head  # unties a tied embedding: the head is the only new parameter
         self.weights_file = REWARD_WEIGHTS
-        self.train_sums, self.val_sums = _MetricSums(self.METRICS), _MetricSums(self.METRICS)
 
     def scores(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         width = ids.size(1) - 1  # preference rows hold at most seq_len real tokens
@@ -141,25 +176,6 @@ class RewardModule(PretrainModule):
         scores = self.scores(ids, mask)
         n = batch["input_ids"].size(0)
         return bradley_terry_loss(scores[:n], scores[n:])
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        terms = self.pair_terms(batch)
-        loss = terms["loss"].mean()
-        self.micro_losses.append(loss.detach())
-        self.train_sums.add(terms)
-        return loss
-
-    @torch.no_grad()
-    def eval_loss_sum(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        terms = self.pair_terms(batch)
-        self.val_sums.add(terms)
-        return terms["loss"].sum(), int(terms["loss"].numel())
-
-    def step_metrics(self, strategy: Any, evaluated: bool) -> dict[str, Any]:
-        row: dict[str, Any] = self.train_sums.reduce(strategy, self.device)
-        if evaluated:
-            row.update(self.val_sums.reduce(strategy, self.device, prefix="val_"), val_ppl=None)
-        return row
 
     def save_weights(self, directory: str, extra: dict[str, Any]) -> None:
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
@@ -184,7 +200,7 @@ def load_reward_model(directory: str) -> nn.Module:
     return model.eval()
 
 
-class DPOModule(PretrainModule):
+class DPOModule(PairwiseModule):
     """Direct Preference Optimization: the policy starts from the base checkpoint and a frozen copy
     of it is the reference. The reference is kept out of the module's parameters (not trained, not
     in the optimizer, not in checkpoints: it is always the `from` checkpoint)."""
@@ -193,13 +209,11 @@ class DPOModule(PretrainModule):
 
     def __init__(self, model_config: ModelConfig, optim: OptimConfig, schedule: ScheduleConfig, total_steps: int,
                  base: str, beta: float, label_smoothing: float = 0.0, compile_model: bool = False) -> None:
-        super().__init__(model_config, optim, schedule, total_steps, False, compile_model)
-        load_base_weights(self.model, base)
+        super().__init__(model_config, optim, schedule, total_steps, base, compile_model)
         reference, _ = load_model(base)
         reference.requires_grad_(False)
         self._reference = [reference.eval()]  # a list: not registered as a submodule
         self.beta, self.label_smoothing = beta, label_smoothing
-        self.train_sums, self.val_sums = _MetricSums(self.METRICS), _MetricSums(self.METRICS)
 
     @property
     def reference(self) -> nn.Module:
@@ -223,25 +237,6 @@ class DPOModule(PretrainModule):
         with torch.no_grad():
             ref_c, ref_r = self.logprobs(self.reference, batch)
         return dpo_loss(policy_c, policy_r, ref_c, ref_r, self.beta, self.label_smoothing)
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        terms = self.pair_terms(batch)
-        loss = terms["loss"].mean()
-        self.micro_losses.append(loss.detach())
-        self.train_sums.add(terms)
-        return loss
-
-    @torch.no_grad()
-    def eval_loss_sum(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        terms = self.pair_terms(batch)
-        self.val_sums.add(terms)
-        return terms["loss"].sum(), int(terms["loss"].numel())
-
-    def step_metrics(self, strategy: Any, evaluated: bool) -> dict[str, Any]:
-        row: dict[str, Any] = self.train_sums.reduce(strategy, self.device)
-        if evaluated:
-            row.update(self.val_sums.reduce(strategy, self.device, prefix="val_"), val_ppl=None)
-        return row
 
 
 def build_module(plan: Any, model_config: ModelConfig) -> PretrainModule:
