@@ -54,8 +54,10 @@ class CurateSpec(BaseModel):
     name: str = Field(pattern=NAME_PATTERN, description="run name; the default run directory is runs/<name>")
     description: str = ""
     input: list[dict[str, Any]] = Field(min_length=1, description="input sources, each with a `format`")
-    steps: list[dict[str, Any] | str] = Field(default_factory=list, description="ordered curation steps, "
-                                        "each a one-key mapping `op_name: {config}`")
+    # list[Any]: each entry is checked in the second phase (_validate_steps), which also takes the
+    # bare-op-name shorthand; list[dict] here refused `- normalize` before that phase could see it.
+    steps: list[Any] = Field(default_factory=list, description="ordered curation steps, "
+                             "each a one-key mapping `op_name: {config}` or a bare op name")
     output: OutputSettings = OutputSettings()
     ray: RaySettings = RaySettings()
 

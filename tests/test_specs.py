@@ -178,3 +178,12 @@ def test_tab_indentation_says_tab(tmp_path):
     path = write(tmp_path, GOOD.replace("  - format: jsonl", "\t- format: jsonl"))
     (msg,) = errors_of(path)
     assert msg.startswith(f"{path}:4:1: invalid YAML:") and "a tab: YAML indents with spaces only" in msg
+
+
+def test_bare_op_name_is_shorthand_for_empty_config(tmp_path):
+    for steps in ("steps:\n  - normalize\n  - length_filter: {min_words: 3}\n", "steps: [normalize]\n"):
+        text = GOOD[: GOOD.index("steps:")] + steps
+        spec = load_spec(write(tmp_path, text))
+        assert spec.steps[0].op == "normalize" and spec.steps[0].label == "normalize"
+    path = write(tmp_path, GOOD[: GOOD.index("steps:")] + "steps: [3]\n")
+    assert errors_of(path) == [f"{path}:6:9 steps[0]: each step is a one-key mapping `op_name: {{config}}`, got 3"]
