@@ -11,8 +11,9 @@ changes every hash downstream. On a rerun:
 - finished, same hash: skipped;
 - unfinished, same hash: the stage's runner resumes it (curate per input file, pretrain / finetune
   from the newest checkpoint, eval per checkpoint);
-- hash changed: a curate stage keeps its own finer invalidation (its runner re-runs only the stages
-  whose step hashes changed, and those after them); any other kind starts over in a cleared folder.
+- hash changed: a curate stage whose upstream stages are unchanged keeps its own finer invalidation
+  (its runner re-runs only the stages whose step hashes changed, and those after them); every other
+  changed stage starts over in a cleared folder (see :func:`decide`).
 
 Fields a kind ignores when it resumes (``log_every``, ``keep`` … see its ``NOT_HASHED``) are left out
 of the stage hash as well, so changing them never retrains a finished stage.
@@ -53,6 +54,23 @@ def stage_hash(kind: str, resolved: dict[str, Any], root: str, upstream_hashes: 
     return canonical_hash({"kind": kind, "spec": tokenize_locations(hashed, root, tokens)})
 
 
+def decide(kind: str, record: dict[str, Any] | None, new_hash: str, upstream: dict[str, str]) -> str:
+    """What to do with a stage that is not finished-and-unchanged: ``resume`` (same hash, unfinished:
+    the kind's own resume), ``refine`` (a curate stage whose own spec changed while its upstream
+    stages did not: its runner re-runs only the changed steps onward) or ``fresh`` (clear the folder
+    and start over: a new stage, another kind there before, or changed upstream stages, which a
+    curate runner could not see when they only enter through an op's path, e.g. a classifier model)."""
+    if record is None:
+        return "fresh"  # its folder, if any, was not written by this pipeline's record of it
+    if record.get("kind") != kind:
+        return "fresh"
+    if record["hash"] == new_hash:
+        return "resume"
+    if kind == "curate" and record.get("upstream", {}) == upstream:
+        return "refine"
+    return "fresh"
+
+
 @dataclass
 class PipelineRun:
     spec: LoadedSpec
@@ -80,7 +98,8 @@ class PipelineRun:
                 self._fail(manifest, stage.name, stage.kind, "spec error: " + "; ".join(map(str, exc.issues)))
                 raise RunError(f"{label}: spec error(s):\n  " + "\n  ".join(map(str, exc.issues))) from None
             resolved = loaded.resolved()
-            h = stage_hash(stage.kind, resolved, root, {name: hashes[name] for name in stage.refs})
+            upstream = {name: hashes[name] for name in stage.refs}
+            h = stage_hash(stage.kind, resolved, root, upstream)
             hashes[stage.name] = h
             record = manifest.stage(stage.name)
             stage_run = RunDir.open(stage_location(root, stage.name))
@@ -88,18 +107,17 @@ class PipelineRun:
                 self.reporter.note(f"{label}: skipped, finished with the same spec and upstream stages "
                                    f"({record.get('seconds', 0):.1f}s when it ran)")
                 continue
-            if record and record["hash"] != h:
-                if stage.kind == "curate":
-                    self.reporter.note(f"{label}: changed; its runner re-runs the steps that changed and those after them")
-                else:
-                    self.reporter.note(f"{label}: changed (its spec or an upstream stage); starting it over")
-                    stage_run.clear()
-            elif record:
+            action = decide(stage.kind, record, h, upstream)
+            if action == "refine":
+                self.reporter.note(f"{label}: changed; its runner re-runs the steps that changed and those after them")
+            elif action == "resume":
                 self.reporter.note(f"{label}: unfinished; resuming")
             else:
-                self.reporter.note(f"{label}: running")
+                self.reporter.note(f"{label}: changed (its spec or an upstream stage); starting it over" if record
+                                   else f"{label}: running")
+                stage_run.clear()
             record = {"id": stage.name, "kind": stage.kind, "hash": h, "status": "running",
-                      "run_dir": f"{STAGES_DIR}/{stage.name}", "upstream": list(stage.refs), "started": now()}
+                      "run_dir": f"{STAGES_DIR}/{stage.name}", "upstream": upstream, "started": now()}
             manifest.put_stage(record)
             manifest.save(self.run)
             stage_run.makedirs()

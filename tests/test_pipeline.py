@@ -1,7 +1,10 @@
 """``kind: pipeline``: spec errors inside stages with file:line and field path, ``${stages.X}``
 references, stage hashes that carry upstream changes downstream, and one tiny real chain through the
-`gristmill` command (curate + tokenize → pretrain 3 steps → eval perplexity): rerun skips every stage,
-a changed eval stage re-runs only eval, status shows the stage table, one report holds every stage."""
+`gristmill` command (curate + tokenize → pretrain 3 steps → eval perplexity, and a curate → curate
+branch): rerun skips every stage; a changed eval stage re-runs only eval while a changed curate stage
+re-runs itself (only its changed steps) and the stage downstream of it; status shows the stage
+table; one report holds every stage. A changed curate stage upstream of pretraining is checked by the
+stage hashes (a second training run would double the test's time)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,21 @@ stages:
           seq_len: 16
           val_fraction: 0.2
           seed: 0
+  words:
+    kind: curate
+    input:
+      - format: text
+        paths: ["texts/*.txt"]
+    steps:
+      - normalize: {}
+      - train_tokenizer: {vocab_size: 300, sample_docs: 6}
+  long:
+    kind: curate
+    input:
+      - format: parquet
+        paths: ["${stages.words}/data/*.parquet"]
+    steps:
+      - length_filter: {min_words: 2000}
   pretrain:
     kind: pretrain
     data: ${stages.corpus}
@@ -81,7 +99,8 @@ def _issues(spec: Path, *sets: str) -> list[str]:
 def test_valid_pipeline_resolves_paths_and_keeps_references(tmp_path):
     spec = _write(tmp_path)
     loaded = load_spec(str(spec))
-    assert loaded.kind == "pipeline" and [s.name for s in loaded.pipeline.stages] == ["corpus", "pretrain", "eval"]
+    assert loaded.kind == "pipeline"
+    assert [s.name for s in loaded.pipeline.stages] == ["corpus", "words", "long", "pretrain", "eval"]
     assert loaded.pipeline.stage("eval").refs == ["pretrain", "corpus"]
     resolved = loaded.resolved()["stages"]
     # relative paths are relative to the pipeline file; references stay as written
@@ -175,3 +194,145 @@ def test_stage_hash_carries_upstream_changes_downstream(tmp_path):
     assert [n for n in base if pretrain_changed[n] != base[n]] == ["pretrain", "eval"]
     curate_changed = hashes("stages.corpus.steps[1].tokenize.seq_len=12")
     assert [n for n in base if curate_changed[n] != base[n]] == ["corpus", "pretrain", "eval"]
+    assert [n for n in base if hashes("stages.words.steps[1].train_tokenizer.vocab_size=290")[n] != base[n]] == ["words", "long"]
+
+
+def test_what_a_changed_stage_does():
+    from pipelines.pipeline_run import decide
+
+    done = {"kind": "curate", "hash": "a", "status": "done", "upstream": {"x": "1"}}
+    assert decide("curate", None, "a", {}) == "fresh"
+    assert decide("curate", {**done, "status": "running"}, "a", {"x": "1"}) == "resume"
+    assert decide("curate", done, "b", {"x": "1"}) == "refine"  # its own steps changed: curate's finer hashes
+    assert decide("curate", done, "b", {"x": "2"}) == "fresh"  # upstream changed: may enter through an op's path
+    assert decide("pretrain", {**done, "kind": "pretrain"}, "b", {"x": "1"}) == "fresh"
+    assert decide("eval", done, "b", {"x": "1"}) == "fresh"  # another kind was there
+
+
+# --------------------------------------------------------------------------------------------------
+# one tiny real chain through the `gristmill` command, run once and rerun three ways
+
+
+def _manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def _stage(run: Path, name: str) -> dict:
+    return next(r for r in _manifest(run)["stages"] if r["id"] == name)
+
+
+def _said(proc, stage: str, what: str) -> bool:
+    return re.search(rf"stage \d/\d {stage} \(\w+\): {what}", " ".join(proc.stderr.split())) is not None
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, ray_address):
+    """First run; unchanged (all skipped); eval and the `words` curate stage changed."""
+    from tests.conftest import run_gristmill
+
+    def gristmill(*args: str):
+        return run_gristmill(*args, address=ray_address, env={"OMP_NUM_THREADS": "1"}, timeout=600)
+
+    folder = tmp_path_factory.mktemp("pipeline")
+    spec, run = str(_write(folder)), folder / "run"
+    out: dict = {"spec": spec, "run": run}
+    out["first"] = gristmill("run", spec, "--out", str(run))
+    out["first_manifest"] = _manifest(run)
+    out["unchanged"] = gristmill("run", spec, "--out", str(run))
+    out["unchanged_manifest"] = _manifest(run)
+    out["changed"] = gristmill("run", spec, "--out", str(run), "--set", "stages.eval.batch_size=4",
+                               "--set", "stages.words.steps[1].train_tokenizer.vocab_size=290")
+    out["changed_manifest"] = _manifest(run)
+    out["status"] = gristmill("status", str(run))
+    return out
+
+
+STAGES = {"corpus": "curate", "words": "curate", "long": "curate", "pretrain": "pretrain", "eval": "eval"}
+
+
+def test_chain_runs_every_stage_in_its_own_directory(chain):
+    run, first, m = chain["run"], chain["first_manifest"], chain["changed_manifest"]
+    assert m["kind"] == "pipeline" and m["status"] == "done"
+    assert [r["id"] for r in m["stages"]] == list(STAGES)
+    assert all(r["status"] == "done" and r["seconds"] > 0 and r["started"] <= r["finished"] for r in first["stages"])
+    for name, kind in STAGES.items():
+        stage_manifest = json.loads((run / "stages" / name / "manifest.json").read_text())
+        assert stage_manifest["kind"] == kind and stage_manifest["status"] == "done"
+        assert stage_manifest["name"] == f"chain.{name}"
+    # the stages used each other's outputs: shards → checkpoint → perplexity on the val shards
+    shards = json.loads((run / "stages" / "corpus" / "shards" / "manifest.json").read_text())
+    assert shards["seq_len"] == 16 and shards["tokenizer"]["vocab_size"] == 300
+    assert (run / "stages" / "pretrain" / "checkpoints" / "step-000003" / "model.safetensors").is_file()
+    results = json.loads((run / "stages" / "eval" / "eval" / "results.json").read_text())
+    (checkpoint,) = results["checkpoints"]
+    assert checkpoint["path"] == str(run / "stages" / "pretrain" / "checkpoints" / "step-000003")
+    assert checkpoint["tasks"]["perplexity_shards"]["rows"] == shards["splits"]["val"]["rows"]
+    # headline numbers, from each stage's own manifest
+    heads = {r["id"]: r["headline"] for r in m["stages"]}
+    assert heads["corpus"]["read"] == heads["corpus"]["kept"] == len(CHAPTERS)
+    assert heads["corpus"]["train_tokens"] == shards["splits"]["train"]["tokens"]
+    assert heads["words"]["read"] == len(CHAPTERS) and heads["long"]["read"] == heads["words"]["kept"]
+    assert heads["long"]["kept"] + heads["long"]["rejected"] == heads["long"]["read"]
+    assert heads["pretrain"]["step"] == 3 and heads["pretrain"]["loss"] > 0
+    ppl = checkpoint["tasks"]["perplexity_shards"]["metrics"]["perplexity"]
+    assert heads["eval"] == {"pretrain/step-000003: perplexity_shards.perplexity": ppl}
+    # the pipeline's spec.yaml keeps the references
+    assert "data: ${stages.corpus}" in (run / "spec.yaml").read_text()
+
+
+def test_rerun_skips_every_finished_stage(chain):
+    proc, before, after = chain["unchanged"], chain["first_manifest"], chain["unchanged_manifest"]
+    for name in STAGES:
+        assert _said(proc, name, "skipped, finished with the same spec and upstream stages"), proc.stderr
+    assert after["stages"] == before["stages"]
+
+
+def test_changed_stages_rerun_with_what_is_downstream_of_them(chain):
+    proc, before, after = chain["changed"], chain["unchanged_manifest"], chain["changed_manifest"]
+    assert _said(proc, "corpus", "skipped") and _said(proc, "pretrain", "skipped"), proc.stderr
+    assert _said(proc, "eval", "changed") and _said(proc, "long", "changed"), proc.stderr
+    # a curate stage keeps its own finer invalidation: its stream stage (normalize) is not redone
+    assert _said(proc, "words", "changed; its runner re-runs the steps that changed"), proc.stderr
+    assert "skip 01-stream" in proc.stderr and "done 02-train_tokenizer" in " ".join(proc.stderr.split())
+    old, new = ({r["id"]: r for r in m["stages"]} for m in (before, after))
+    assert new["corpus"] == old["corpus"] and new["pretrain"] == old["pretrain"]
+    for name in ("words", "long", "eval"):
+        assert new[name]["hash"] != old[name]["hash"] and new[name]["started"] >= old[name]["finished"]
+    assert "batch_size: 4" in (chain["run"] / "stages" / "eval" / "spec.yaml").read_text()
+    assert new["long"]["headline"] == old["long"]["headline"]  # same documents, recomputed
+
+
+def test_status_lists_the_stages(chain):
+    out = chain["status"].stdout
+    text = " ".join(out.split())
+    assert "chain (pipeline) — done" in text
+    for name, kind in STAGES.items():
+        assert re.search(rf"│ {name} +│ {kind} +│ done +│ +[\d.]+s │", out), out
+    assert "read 6, kept 6" in text and "5 stage(s)" in text
+
+
+def test_one_report_for_the_chain(chain):
+    from pipelines.report.chain import build_chain_report
+
+    run = chain["run"]
+    html = (run / "report" / "index.html").read_text()
+    stats = json.loads((run / "report" / "stats.json").read_text())
+    assert "report:" in chain["changed"].stdout  # written after the run
+    assert stats["kind"] == "pipeline" and list(stats["stages"]) == list(STAGES)
+    assert {"funnel", "shards"} <= set(stats["stages"]["corpus"]["sections"])
+    assert "funnel" in stats["stages"]["long"]["sections"]
+    assert "training" in stats["stages"]["pretrain"]["sections"]
+    assert "evaluation" in stats["stages"]["eval"]["sections"]
+    chain_stats = stats["sections"]["chain"]
+    assert chain_stats["documents"][0] == {"stage": "corpus", "read": 6, "kept": 6, "quarantined": 0}
+    assert [d["stage"] for d in chain_stats["documents"]] == ["corpus", "words", "long"]
+    assert chain_stats["tokens"][0]["train_tokens"] > 0 and chain_stats["training"][0]["step"] == 3
+    assert {e["metric"] for e in chain_stats["evaluation"]} >= {"perplexity"}
+    for title in ("Chain", "Stage 1: corpus (curate)", "Stage 4: pretrain (pretrain)", "Stage 5: eval (eval)",
+                  "corpus · Funnel", "corpus · Tokens and shards", "pretrain · Training", "eval · Evaluation"):
+        assert f"<h2>{title}</h2>" in html, title
+    assert 'id="corpus-funnel"' in html and "wall time per stage" in html
+    # `gristmill report` builds the same page again from the run directory alone
+    rebuilt = build_chain_report(str(run))
+    assert rebuilt.stats["stages"].keys() == stats["stages"].keys()
+    assert rebuilt.stats["sections"]["chain"] == chain_stats
