@@ -80,3 +80,16 @@ def test_run_dir_atomic_writes_and_sweep(tmp_path):
     assert run.sweep_temporaries() == 1
     assert run.delete_matching("data", ("part-u000001-",)) == 1
     assert run.list_files("data") == []
+
+
+def test_listing_survives_symlink_loops(tmp_path):
+    """A link to a folder above it lists each file once (not once per up/up/… level); a link that
+    resolves to nothing stays listed (size 0) so its reader quarantines it instead of it vanishing."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "real.jsonl").write_text('{"text": "a"}\n')
+    (folder / "self.jsonl").symlink_to(folder / "self.jsonl")
+    (folder / "up").symlink_to(tmp_path)
+    for pattern in (str(folder), str(folder / "*.jsonl"), str(tmp_path / "**" / "*.jsonl")):
+        listing = list_inputs([[pattern]])
+        assert [(Path(f.location).name, f.size) for f in listing] == [("real.jsonl", 14), ("self.jsonl", 0)], pattern

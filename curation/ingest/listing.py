@@ -42,8 +42,7 @@ def expand(pattern: str) -> list[tuple[str, int]]:
                 pattern = os.path.join(pattern, "**", "*")
             elif not os.path.exists(pattern):
                 raise FileNotFoundError(f"input path does not exist: {pattern}")
-        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        return [(os.path.abspath(p), os.path.getsize(p)) for p in matches]
+        return _local_files(glob.glob(pattern, recursive=True))
     fs, path = pafs.FileSystem.from_uri(pattern)
     scheme = pattern.split("://", 1)[0]
     if not any(c in _WILDCARDS for c in path):
@@ -63,6 +62,28 @@ def expand(pattern: str) -> list[tuple[str, int]]:
         if info.type == pafs.FileType.File and fnmatch.fnmatchcase(info.path, path):
             out.append((f"{scheme}://{info.path}", info.size))
     return sorted(out)
+
+
+def _local_files(matches: list[str]) -> list[tuple[str, int]]:
+    """Files among glob matches, each real file once. A symlink to a folder above it (``up -> ..``)
+    makes ``**`` list every file again under ``up/``, ``up/up/`` … until the OS stops it: those
+    copies are dropped (the first path in sorted order stays), or every document would be read ~40
+    times. A symlink that resolves to nothing (broken, or a loop) stays in the listing with size 0,
+    so its reader quarantines it as ``unreadable_file`` instead of it vanishing without a word."""
+    out, seen = [], set()
+    for path in sorted(matches):
+        if os.path.isfile(path):
+            real = os.path.realpath(path)
+        elif os.path.islink(path) and not os.path.exists(path):
+            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+            if os.path.exists(real):  # fine from its real folder: only the up/up/… path was too deep
+                continue
+        else:
+            continue
+        if real not in seen:
+            seen.add(real)
+            out.append((os.path.abspath(path), os.path.getsize(path) if os.path.isfile(path) else 0))
+    return out
 
 
 def list_inputs(patterns_per_input: list[list[str]]) -> list[InputFile]:
