@@ -97,10 +97,14 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     if existing and (existing.data.get("kind") != loaded.kind):
         err.print(f"[red]{location} holds a {existing.data.get('kind')} run; use --fresh or another --out[/]")
         raise typer.Exit(EXIT_SPEC_ERROR)
-    if fresh:
-        run_dir.clear()
-    run_dir.makedirs()
-    run_dir.write_bytes("spec.yaml", yaml.safe_dump(loaded.resolved(), sort_keys=False, allow_unicode=True).encode())
+    try:
+        if fresh:
+            run_dir.clear()
+        run_dir.makedirs()
+        run_dir.write_bytes("spec.yaml", yaml.safe_dump(loaded.resolved(), sort_keys=False, allow_unicode=True).encode())
+    except OSError as exc:  # a missing bucket, no credentials, a read-only path: say so, no traceback
+        err.print(f"[red]cannot write the run directory {escape(location)}[/]: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
 
     from pipelines.ray_session import connect
 
