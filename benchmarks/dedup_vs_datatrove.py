@@ -3,7 +3,7 @@ local Ray) against datatrove 0.10.1's four-stage MinHash (signatures, buckets, c
 ``LocalPipelineExecutor``), same corpus, same parameters (word 5-grams, 14 bands x 8 rows, 64-bit
 hashes), same machine, one run each, side by side.
 
-    python -m benchmarks.dedup_vs_datatrove [--originals 6000] [--files 4] [--json out.json]
+    python -m benchmarks.dedup_vs_datatrove [--originals 6000 [24000 ...]] [--files 4] [--verify] [--json out.json]
 
 datatrove is never a dependency: it runs in ``/tmp/dt-venv`` (or ``$DATATROVE_PYTHON``), made with
 
@@ -12,13 +12,16 @@ datatrove is never a dependency: it runs in ``/tmp/dt-venv`` (or ``$DATATROVE_PY
 
 (datatrove 0.10.1 hashes `str` with xxhash, which xxhash 4 refuses: "Strings must be encoded").
 
-The corpus: passages of the shipped State of the Union addresses and Shakespeare (originals), and
-for a third of them a copy with word insertions/deletions/substitutions at known rates. Every
+The corpus: originals of 250 words of shipped text (State of the Union, Shakespeare, Moby-Dick)
+that are not near duplicates of each other at any size (``tests.dedup_corpus.distinct_documents``),
+and for a third of them a copy with word insertions/deletions/substitutions at known rates. Every
 copy's exact 5-gram Jaccard to its original is computed, so both tools are scored the same way:
 recall = removed copies / copies with J >= 0.85 (one of each pair removed), false positives =
 removed documents among copies with J < 0.5 and originals. Wall-clock times include each tool's
 start-up (Ray's, and datatrove's spaCy tokenizer); Gristmill's stage time alone is reported too.
-Both use the machine's cores (datatrove: ``workers`` = CPUs).
+Both use the machine's cores (datatrove: ``workers`` = CPUs). ``--verify`` adds a third run,
+Gristmill with ``verify: true``: its time, the candidate edges whose exact Jaccard was computed, the
+edges dropped (LSH false positives kept), and the same recall / false-positive scores.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from benchmarks.common import REPO, machine, shipped_words
-from tests.dedup_corpus import edit, jaccard
+from benchmarks.common import REPO, machine
+from tests.dedup_corpus import distinct_documents, edit, jaccard, shipped_word_pool
 
 DT_PYTHON = os.environ.get("DATATROVE_PYTHON", "/tmp/dt-venv/bin/python")
 RATES = [0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3]
@@ -77,11 +81,9 @@ if __name__ == "__main__":  # datatrove's workers are spawned processes
 def build_corpus(folder: Path, originals: int, files: int, words: int = 250, seed: int = 0) -> dict[str, float]:
     """JSONL files with ids; returns {copy id: Jaccard to its original}."""
     rng = random.Random(seed)
-    pool = shipped_words()
-    stride = len(pool) // originals
+    pool = shipped_word_pool()
     docs, truth = [], {}
-    for i in range(originals):
-        text = " ".join(pool[i * stride:i * stride + words])
+    for i, text in enumerate(distinct_documents(originals, words, seed, pool)):
         docs.append((f"o{i}", text))
         if i % 3 == 0:
             rate = RATES[(i // 3) % len(RATES)]
@@ -109,16 +111,16 @@ def score(removed: set[str], truth: dict[str, float], total: int) -> dict:
             "removed_originals_without_copy": len({d for d in originals_removed if "c" + d[1:] not in truth})}
 
 
-def run_gristmill(corpus: Path, tmp: Path) -> dict:
-    spec = tmp / "spec.yaml"
+def run_gristmill(corpus: Path, tmp: Path, extra: str = "", name: str = "gm-run") -> dict:
+    spec = tmp / f"{name}.yaml"
     spec.write_text(f"""kind: curate
 name: dedup-bench
 input:
   - {{format: jsonl, paths: ["{corpus}/*.jsonl"], id_field: id}}
 steps:
-  - minhash_dedup: {{ngram: 5, bands: 14, rows: 8}}
+  - minhash_dedup: {{ngram: 5, bands: 14, rows: 8{extra}}}
 """)
-    run = tmp / "gm-run"
+    run = tmp / name
     start, start_wall = time.perf_counter(), time.time()
     proc = subprocess.run([str(Path(sys.executable).with_name("gristmill")), "run", str(spec), "--out", str(run)],
                           capture_output=True, text=True, cwd=REPO)
@@ -128,12 +130,17 @@ steps:
     manifest = json.loads((run / "manifest.json").read_text())
     stage = [s for s in manifest["stages"] if s["id"].endswith("minhash_dedup")][0]
     rejected = pq.read_table(run / "rejected" / "minhash_dedup").column("source_id").to_pylist()
-    # where the stage's time goes: each round's marker is written when the round ends
+    # where the stage's time goes: each round's marker is written when the round ends; the first
+    # round is timed from the stage's start (manifest), the filter pass to the stage's end
+    stage_start = datetime.fromisoformat(stage["started"]).timestamp() if stage.get("started") else start_wall
     markers = sorted(run.glob("work/*/*/_round.json"), key=lambda p: p.stat().st_mtime)
     ends = [(p.parent.name, p.stat().st_mtime) for p in markers]
-    rounds = {name: round(t - (ends[i - 1][1] if i else start_wall), 2) for i, (name, t) in enumerate(ends)}
+    rounds = {name: round(t - (ends[i - 1][1] if i else stage_start), 2) for i, (name, t) in enumerate(ends)}
+    if ends:
+        rounds["filter and write"] = round(stage_start + stage["seconds"] - ends[-1][1], 2)
+    summary = json.loads((run / "dedup" / "minhash_dedup" / "summary.json").read_text())
     return {"seconds": round(seconds, 2), "stage_seconds": stage["seconds"], "removed_ids": set(rejected),
-            "rounds_seconds": rounds}
+            "rounds_seconds": rounds, "summary": summary}
 
 
 def run_datatrove(corpus: Path, tmp: Path) -> dict:
@@ -153,32 +160,57 @@ def run_datatrove(corpus: Path, tmp: Path) -> dict:
     return {"seconds": round(seconds, 2), "removed_ids": removed}
 
 
+def compare(originals: int, files: int, verify: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="dedup-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        truth = build_corpus(tmp / "corpus", originals, files)
+        total = originals + len(truth)
+        load = [round(os.getloadavg()[0], 1)]
+        gm = run_gristmill(tmp / "corpus", tmp)
+        load.append(round(os.getloadavg()[0], 1))
+        dt = run_datatrove(tmp / "corpus", tmp)
+        load.append(round(os.getloadavg()[0], 1))
+        gv = run_gristmill(tmp / "corpus", tmp, ", verify: true", "gm-verify") if verify else None
+        if verify:
+            load.append(round(os.getloadavg()[0], 1))
+    result = {
+        "documents": total, "planted_copies": len(truth),
+        "gristmill": {"seconds": gm["seconds"], "stage_seconds": gm["stage_seconds"],
+                      "rounds_seconds": gm["rounds_seconds"], **score(gm["removed_ids"], truth, total)},
+        "datatrove": {"seconds": dt["seconds"], **score(dt["removed_ids"], truth, total)},
+        "speedup_wall": round(dt["seconds"] / gm["seconds"], 2),
+        "speedup_vs_stage": round(dt["seconds"] / gm["stage_seconds"], 2),
+        "load_average_1min (before, between, after)": load,
+    }
+    if gv:
+        result["gristmill_verify"] = {
+            "seconds": gv["seconds"], "stage_seconds": gv["stage_seconds"], "rounds_seconds": gv["rounds_seconds"],
+            "candidate_edges_checked": gv["summary"].get("verify_candidate_edges"),
+            "edges_below_threshold_dropped": gv["summary"].get("verify_removed_edges"),
+            "threshold": gv["summary"].get("verify_threshold"),
+            "documents_kept_that_plain_lsh_removed": len(gm["removed_ids"] - gv["removed_ids"]),
+            **score(gv["removed_ids"], truth, total)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--originals", type=int, default=6000)
+    parser.add_argument("--originals", type=int, nargs="+", default=[6000],
+                        help="originals per corpus (documents = 4/3 of it); several sizes run in turn")
     parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--verify", action="store_true", help="also run Gristmill with verify: true")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not Path(DT_PYTHON).exists():
         raise SystemExit(f"no datatrove environment at {DT_PYTHON} (see this module's docstring)")
-    with tempfile.TemporaryDirectory(prefix="dedup-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        truth = build_corpus(tmp / "corpus", args.originals, args.files)
-        total = args.originals + len(truth)
-        gm = run_gristmill(tmp / "corpus", tmp)
-        dt = run_datatrove(tmp / "corpus", tmp)
-    result = {
-        "documents": total, "planted_copies": len(truth),
-        "gristmill": {"seconds": gm["seconds"], "stage_seconds": gm["stage_seconds"],
-                      "rounds_seconds (first: from the command's start)": gm["rounds_seconds"], **score(gm["removed_ids"], truth, total)},
-        "datatrove": {"seconds": dt["seconds"], **score(dt["removed_ids"], truth, total)},
-        "speedup_wall": round(dt["seconds"] / gm["seconds"], 2),
-        "speedup_vs_stage": round(dt["seconds"] / gm["stage_seconds"], 2),
-        "machine": machine(),
-    }
-    print(json.dumps(result, indent=1))
+    results = []
+    for originals in args.originals:
+        results.append(compare(originals, args.files, args.verify))
+        print(json.dumps(results[-1], indent=1), flush=True)
+    out = {"results": results, "machine": machine()}
+    print(json.dumps(out, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
