@@ -24,6 +24,8 @@ from pipelines.report.svg import esc, fmt_num, hbars
 from pipelines.rundir import RunDir
 
 FORMAT = "gristmill-pipeline-report/1"
+# A stage's sections sit inside its card: flatter, so the stage card stays the visible unit.
+STAGE_CSS = "<style>section.stage-part { margin:14px 0 0; border-color:#eceef2; background:#fcfcfd; }</style>"
 
 
 def build_chain_report(location: str) -> Report:
@@ -42,10 +44,9 @@ def build_chain_report(location: str) -> Report:
         sections = build_sections(ctx) if ctx.run.exists("manifest.json") else []
         stages[name] = {"kind": record.get("kind"), "status": record.get("status"), "seconds": record.get("seconds"),
                         "headline": record.get("headline") or {}, "sections": {s.key: s.stats for s in sections}}
-        stage_sections.append(_stage_heading(number, record, ctx, sections))
-        stage_sections += [Section(f"{name}-{s.key}", f"{name} · {s.title}", s.stats, s.html) for s in sections]
+        stage_sections.append(_stage_section(number, record, ctx, sections))
     chain = chain_overview(manifest, stages)
-    overview = Section("chain", "Chain", chain, _overview_html(manifest, chain))
+    overview = Section("chain", "Chain", chain, STAGE_CSS + _overview_html(manifest, chain))
     seconds = round(time.time() - started, 3)
     stats = {"format": FORMAT, "run": manifest.get("name"), "kind": "pipeline",
              "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": seconds,
@@ -121,7 +122,9 @@ def _overview_html(manifest: dict[str, Any], chain: dict[str, Any]) -> str:
     return "".join(body)
 
 
-def _stage_heading(number: int, record: dict[str, Any], ctx: RunContext, sections: list[Section]) -> Section:
+def _stage_section(number: int, record: dict[str, Any], ctx: RunContext, sections: list[Section]) -> Section:
+    """The stage's heading card with its own report sections inside it (the page's navigation lists
+    the chain and the stages; each stage card links to its sections)."""
     from pipelines.pipeline_run import format_headline
 
     name = record["id"]
@@ -136,6 +139,8 @@ def _stage_heading(number: int, record: dict[str, Any], ctx: RunContext, section
         body += note("no report data for this stage yet", warn=True)
     else:
         body += "<p>" + " · ".join(f'<a href="#{esc(name)}-{esc(s.key)}">{esc(s.title)}</a>' for s in sections) + "</p>"
+        body += "".join(f'<section id="{esc(name)}-{esc(s.key)}" data-section="{esc(s.key)}" class="stage-part">'
+                        f"<h2>{esc(name)} · {esc(s.title)}</h2>{s.html}</section>" for s in sections)
     return Section(f"stage-{name}", f"Stage {number}: {name} ({record.get('kind')})", {}, body)
 
 
