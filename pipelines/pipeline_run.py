@@ -35,6 +35,7 @@ from pipelines.runner import Reporter
 from pipelines.specs import LoadedSpec, canonical_hash
 
 ALWAYS_UNHASHED = ("name", "description", "ray")
+HEADLINE_TRAINING = ("step", "tokens", "loss", "val_loss", "val_ppl", "val_accuracy", "val_margin", "val_kl")
 
 
 def resume_only_fields(kind: str) -> tuple[str, ...]:
@@ -161,8 +162,8 @@ def headline(kind: str, stage_manifest: dict[str, Any], stage_run: RunDir) -> di
         elif kind == "classifier":
             out.update({k: metrics[k] for k in ("accuracy", "macro_f1", "roc_auc", "f1") if k in metrics})
         elif record.get("kind") in ("pretrain", "finetune"):
-            out.update({k: v for k, v in metrics.items() if k in ("step", "tokens", "loss", "val_loss", "val_ppl")
-                        or k.startswith(("reward_", "dpo_", "distill_"))})
+            # the training loss, and the method's own figures (reward / DPO accuracy and margin, distillation KL)
+            out.update({k: v for k, v in metrics.items() if k in HEADLINE_TRAINING})
     return out
 
 
