@@ -206,7 +206,10 @@ def _tokenizer_location(shards: Any) -> str | None:
     if not rel:
         return None
     path = posixpath.join(shards.root, rel)
-    return path if shards.fs.get_file_info(path).type == pafs.FileType.File else None
+    if shards.fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    # shards on s3:// etc.: a URI, or the workers would look for "bucket/…" on their local disk
+    return path if isinstance(shards.fs, pafs.LocalFileSystem) else f"{shards.fs.type_name}://{path}"
 
 
 def _num_params(config: dict[str, Any]) -> int:

@@ -128,7 +128,7 @@ def train_worker(config: dict[str, Any]) -> None:
         progress = PretrainProgress(plan, rank, world, resume_step, resume_dir, resume_state, val_batches, csv,
                                     peak_flops(device_name, plan.precision))
         strategy = RayFSDPStrategy() if plan.strategy == "fsdp" else RayDDPStrategy(find_unused_parameters=False)
-        logger = TensorBoardLogger(save_dir=_tensorboard_dir(plan.run_location), name="", version="")
+        logger = _tensorboard_logger(TensorBoardLogger, plan.run_location)
         trainer = pl.Trainer(
             max_steps=plan.max_steps - resume_step, max_epochs=-1, accumulate_grad_batches=plan.accumulate,
             precision=plan.precision, accelerator="gpu" if plan.use_gpu else "cpu", devices="auto",
@@ -200,6 +200,25 @@ def _open(location: str) -> tuple[Any, str]:
 
 def _tensorboard_dir(run_location: str) -> str:
     return run_location.rstrip("/") + "/" + TENSORBOARD_DIR
+
+
+def _tensorboard_logger(logger_cls: Any, run_location: str) -> Any:
+    """TensorBoard event files in ``<run>/metrics/tb``. Lightning writes them through fsspec, which
+    needs the store's own fsspec package (s3fs, gcsfs) for a URI run directory; without it, training
+    goes on with ``metrics/train.csv`` alone (written through pyarrow; what the report reads) rather
+    than failing at start-up."""
+    location = _tensorboard_dir(run_location)
+    if "://" in location:
+        import warnings
+
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(location.split("://", 1)[0])
+        except (ImportError, ValueError) as exc:
+            warnings.warn(f"no TensorBoard logs in {location}: {exc}; metrics/train.csv is still written")
+            return False
+    return logger_cls(save_dir=location, name="", version="")
 
 
 def tempfile_root() -> str:
