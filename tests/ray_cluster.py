@@ -7,8 +7,10 @@ the test process already holds the session's Ray and one process cannot start a 
 child prints ``ADDRESS host:port`` once every node is up and tears the cluster down when its stdin
 closes, so a test that dies still leaves nothing running.
 
-Nodes get 1 CPU each: the CI box has 2 cores, and a node that reports more CPUs than the machine
-has makes Ray Data schedule work that then waits for cores (see docs/troubleshooting.md).
+``cpus_per_node`` is what each raylet declares, not cores it owns: Ray only counts. Declaring a
+few more than the machine has (2 nodes × 2 on a 2-core box) costs nothing on runs of small data,
+whose time is Ray's scheduling latency; declaring 1 per node leaves an actor-pool step and its
+readers one CPU to share (see docs/troubleshooting.md, CPU starvation).
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def local_cluster(nodes: int = 2, cpus_per_node: int = 1, timeout: float = 120) -> Iterator[str]:
+def local_cluster(nodes: int = 2, cpus_per_node: int = 1, timeout: float = 300) -> Iterator[str]:
     """Start a ``nodes``-node Ray cluster in a child process; yield its GCS address (``host:port``,
     what ``ray.init(address=…)`` and ``gristmill run --address`` take)."""
+    env = clean_env()
     proc = subprocess.Popen([sys.executable, "-m", "tests.ray_cluster", str(nodes), str(cpus_per_node)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO, env=clean_env())
+                            cwd=REPO, env=env)
     try:
         address = _read_address(proc, timeout)
         yield address
@@ -71,7 +74,7 @@ def _read_address(proc: subprocess.Popen, timeout: float) -> str:
     raise RuntimeError(f"the local Ray cluster did not come up (exit {proc.returncode}):\n{(err or '')[-3000:]}")
 
 
-def _serve(nodes: int, cpus_per_node: int) -> None:
+def _start(nodes: int, cpus_per_node: int):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -86,6 +89,23 @@ def _serve(nodes: int, cpus_per_node: int) -> None:
         ray.shutdown()
         if alive != nodes:
             raise RuntimeError(f"{alive} of {nodes} nodes alive")
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster
+
+
+def _serve(nodes: int, cpus_per_node: int, attempts: int = 2) -> None:
+    # Ray gives a raylet a fixed 30 s to register with the GCS (ray/_private/node.py); on a CI box
+    # busy with other jobs that can run out, so a failed start is retried once from scratch.
+    for attempt in range(attempts):
+        try:
+            cluster = _start(nodes, cpus_per_node)
+            break
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+    try:
         print(f"ADDRESS {cluster.address}", flush=True)
         sys.stdin.read()  # until the parent closes our stdin (or dies)
     finally:

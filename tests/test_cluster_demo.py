@@ -1,5 +1,6 @@
-"""TWO-NODE RAY CLUSTER (slow, ~1 min): the curate stage of the demo (normalize, langid, Gopher
-quality and repetition, FineWeb quality, PII, exact + MinHash dedup) run with `gristmill run
+"""TWO-NODE RAY CLUSTER (slow: each run is a few Ray Data executions per global op, minutes on a
+busy 2-core box): the curate stage of the demo (normalize, langid, Gopher quality and repetition,
+FineWeb quality, PII, exact + MinHash dedup) run with `gristmill run
 --address HOST:PORT` on a two-node Ray cluster started on this machine keeps exactly the same
 documents, with the same text, as on the test session's single node, and rejects the same
 documents at the same steps.
@@ -15,11 +16,13 @@ something and the comparison means something.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pyarrow as pa
 import pytest
 
-from tests.conftest import DATA, run_gristmill
+from tests.conftest import DATA, GRISTMILL, REPO
 from tests.helpers import manifest, read_dir, rejected_tables
 from tests.ray_cluster import local_cluster
 
@@ -66,15 +69,36 @@ def rejected(run) -> dict[str, list[int]]:
     return {step: sorted(t.column("doc_id").to_pylist()) for step, t in rejected_tables(run).items()}
 
 
+def start_gristmill(*args: str, address: str, ship_code: bool) -> subprocess.Popen:
+    """`gristmill run … --address ADDRESS` in the background (the tests' run_gristmill waits)."""
+    cmd = [GRISTMILL, *args, "--address", address] + ([] if ship_code else ["--set", "ray.ship_code=false"])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+
+
+def finish(proc: subprocess.Popen, what: str, timeout: float = 1200) -> None:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode == 0, f"{what} exited {proc.returncode}\n--- stdout\n{out[-3000:]}\n--- stderr\n{err[-5000:]}"
+
+
 @pytest.fixture(scope="module")
 def two_runs(ray_address, tmp_path_factory):
+    """Both runs at once: the one-node run on the session's Ray overlaps the cluster's start-up and
+    its run (most of either is Ray scheduling latency, not CPU), which halves the test's wall time."""
     folder = tmp_path_factory.mktemp("cluster-demo")
     spec = reduced_demo_spec(folder)
     one, two = folder / "one-node", folder / "two-nodes"
-    run_gristmill("run", spec, "--out", str(one), address=ray_address)  # the session's single node
-    with local_cluster(nodes=2, cpus_per_node=1) as address:
-        run_gristmill("run", spec, "--out", str(two), address=address, ship_code=True, env={"OMP_NUM_THREADS": "1"},
-                      timeout=300)
+    one_node = start_gristmill("run", spec, "--out", str(one), address=ray_address, ship_code=False)
+    try:
+        with local_cluster(nodes=2, cpus_per_node=2) as address:
+            two_nodes = start_gristmill("run", spec, "--out", str(two), address=address, ship_code=True)
+            finish(two_nodes, "the two-node run")
+    finally:
+        finish(one_node, "the one-node run")
     return one, two
 
 
