@@ -58,13 +58,11 @@ KILL_CHAINS = {
         "curate.unit_committed:3",                     # streaming pass (resumed): right after a commit
         "curate.stage_done:1",                         # between the stream stage and exact dedup
         "dedup.02-exact_dedup.removals.written",       # inside the exact round: files, no marker
-        "dedup.02-exact_dedup.removals.done",          # exact round done, stage output not written
         "dedup.signatures.batch:1",                    # inside the MinHash signature round
         "dedup.03-minhash_dedup.signatures.done",      # between MinHash rounds
         "dedup.03-minhash_dedup.lsh-000.written",      # inside the LSH round
         "dedup.03-minhash_dedup.removals.done",        # after the last MinHash round
         "tokenize.tokenizer_trained",                  # tokenizer trained, not saved
-        "tokenize.packed_batch:1",                     # encoding and packing
         "tokenize.shard_committed:2",                  # shard writing: two shards renamed, no manifest
     ],
     "pretrain": [
