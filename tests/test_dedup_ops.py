@@ -3,6 +3,7 @@ test session's Ray: keeper rules, the contract columns, stats as data, and resum
 
 from __future__ import annotations
 
+import json
 import random
 
 import pyarrow as pa
@@ -62,8 +63,11 @@ def test_exact_dedup_keepers_columns_and_stats(ray_session, tmp_path):
     # the removal lists are one folder per input file
     assert sorted(p.name for p in (tmp_path / "work" / "02-dedup" / "removals").iterdir() if p.is_dir()) == ["file-0", "file-1"]
 
-    # keep the highest score (null ranks last), punctuation ignored
-    out = rows_by_id(run_op(ray_session, "exact_dedup", {"keep": {"highest": "quality.score"},
+    # a small corpus is grouped in one task (grouping: auto), not by a shuffle
+    assert json.loads((tmp_path / "dedup" / "exact_dedup" / "summary.json").read_text())["grouping"] == "local"
+
+    # keep the highest score (null ranks last), punctuation ignored; the hash-shuffle grouping
+    out = rows_by_id(run_op(ray_session, "exact_dedup", {"keep": {"highest": "quality.score"}, "grouping": "shuffle",
                                                          "normalization": {"strip_punctuation": True}},
                             table, tmp_path / "second"))
     assert out[a7]["reason"] is None and out[a7]["dedup.cluster_size"] == 5 and out[a7]["dedup.cluster_id"] == a1
