@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test reliability bench clean
+.PHONY: install demo test reliability cluster-test bench clean
 
 install: $(STAMP)
 
@@ -33,12 +33,17 @@ demo: install
 	@$(BIN)/python -m pipelines.demo_summary runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Kill the driver at named points and rerun, kill a Ray worker, feed broken inputs and hostile sites
 # (tests/reliability; kept out of `make test` by pyproject's addopts, run by naming the folder).
 reliability: install
-	$(BIN)/python -m pytest -q tests/reliability
+	$(BIN)/python -m pytest -q --durations=15 tests/reliability
+
+# Multi-node and object-store tests: each starts its own Ray (a two-node cluster, a Ray with S3
+# credentials), so they cannot share the session Ray and cost minutes; CI runs them after make test.
+cluster-test: install
+	$(BIN)/python -m pytest -q --durations=15 tests/cluster
 
 bench: install
 	$(BIN)/python -m benchmarks.runner_overhead
