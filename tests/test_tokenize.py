@@ -10,12 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.tokenize.encode import encode_texts, group_files, shuffle_keys
+from curation.tokenize.encode import encode_texts, shuffle_keys
+from curation.tokenize.order import BIN_SHIFT, plan_groups, profile_files, read_group_texts
 from curation.tokenize.pack import DocumentPacker, pack_documents
 from curation.tokenize.shards import KEY_SPACE, key_ranges, rows_per_shard
 from curation.tokenize.split import val_mask
-from curation.tokenize.train import (SPECIAL_TOKENS, TokenizerTrainConfig, for_documents, load_tokenizer,
-                                     special_token_ids, tokenizer_bytes, train_bpe)
+from curation.tokenize.train import (SPECIAL_TOKENS, TokenizerTrainConfig, choose_sample, for_documents,
+                                     load_tokenizer, special_token_ids, tokenizer_bytes, train_bpe)
 from pipelines.errors import SpecError
 from pipelines.specs import validate_spec
 from pipelines.yaml_source import load_yaml
@@ -113,6 +114,36 @@ def test_training_is_deterministic():
     texts = shipped_texts()[:6]
     cfg = TokenizerTrainConfig(vocab_size=400)
     assert tokenizer_bytes(train_bpe(iter(texts), cfg)) == tokenizer_bytes(train_bpe(iter(texts), cfg))
+
+
+def test_training_does_not_depend_on_text_order():
+    """The sample reaches the trainer in Ray's completion order; the tokenizer must not care."""
+    texts = [p for t in shipped_texts()[:6] for p in t.split("\n\n") if p.strip()]
+    shuffled = texts[:]
+    random.Random(3).shuffle(shuffled)
+    cfg = TokenizerTrainConfig(vocab_size=400)
+    assert tokenizer_bytes(train_bpe(iter(texts), cfg)) == tokenizer_bytes(
+        train_bpe(iter([shuffled[:7], shuffled[7:]]), cfg))
+
+
+def test_choose_sample_depends_on_hashes_not_order():
+    rng = np.random.default_rng(0)
+    n = 50
+    cands = pa.table({"hash": rng.integers(0, 2**63, n).astype(np.uint64), "doc_id": np.arange(n, dtype=np.int64),
+                      "chars": rng.integers(1, 100, n).astype(np.int64)})
+    by_hash = cands.sort_by("hash")
+    shuffled = cands.take(pa.array(rng.permutation(n)))
+    ids, cut, kept = choose_sample(shuffled, sample_docs=10, sample_chars=10**9)
+    assert ids.to_pylist() == by_hash.column("doc_id").to_pylist()[:10] and cut == -1
+    assert choose_sample(cands, 10, 10**9)[0].to_pylist() == ids.to_pylist()
+    # the character cap: whole documents in hash order, the one crossing the cap cut to fit
+    chars = by_hash.column("chars").to_pylist()
+    cap = sum(chars[:4]) + chars[4] // 2 + 1
+    ids, cut, kept = choose_sample(shuffled, sample_docs=10**6, sample_chars=cap)
+    assert ids.to_pylist() == by_hash.column("doc_id").to_pylist()[:5]
+    assert cut == ids.to_pylist()[-1] and kept == cap - sum(chars[:4]) and 0 < kept < chars[4]
+    exact = sum(chars[:3])  # a cap that ends exactly on a document: nothing is cut
+    assert choose_sample(shuffled, 10**6, exact)[1:] == (-1, 0) and len(choose_sample(shuffled, 10**6, exact)[0]) == 3
 
 
 # ------------------------------------------------------------------------------------------ packing
@@ -240,12 +271,53 @@ def test_shuffle_keys_and_key_ranges():
     assert rows_per_shard(1, 255) == 1024
 
 
-def test_group_files_contiguous_and_balanced():
-    files = [f"f{i:02d}" for i in range(10)]
-    groups = group_files(files, [100] * 10, workers=3, group_bytes=10_000)
-    assert [f for g in groups for f in g] == files and len(groups) == 3
-    assert len(group_files(files, [100] * 10, workers=1, group_bytes=250)) == 4
-    assert group_files(files[:2], [1, 1], workers=8, group_bytes=10) == [["f00"], ["f01"]]
+def _profile(bins: dict[int, tuple[int, int]], location: str = "f", lo=None, hi=None) -> dict:
+    keys = sorted(bins)
+    return {"location": location, "min_id": (keys[0] << BIN_SHIFT) if lo is None else lo,
+            "max_id": ((keys[-1] + 1) << BIN_SHIFT) - 1 if hi is None else hi,
+            "bins": keys, "bin_docs": [bins[k][0] for k in keys], "bin_bytes": [bins[k][1] for k in keys]}
+
+
+def test_plan_groups_contiguous_balanced_and_layout_free():
+    histogram = {b: (100, 1000) for b in range(10)}
+    groups = plan_groups([_profile(histogram)], workers=3, group_bytes=10**9)
+    assert len(groups) == 3 and [g.unit for g in groups] == [0, 1, 2]
+    assert groups[0].lo == 0 and groups[-1].hi == 10 << BIN_SHIFT
+    assert all(a.hi == b.lo for a, b in zip(groups, groups[1:])), "contiguous ranges"
+    assert sum(g.documents for g in groups) == 1000 and max(g.text_bytes for g in groups) <= 4000
+    assert len(plan_groups([_profile(histogram)], workers=1, group_bytes=2500)) == 4  # bytes set the floor
+    assert len(plan_groups([_profile({5: (3, 30)})], workers=8, group_bytes=10)) == 1  # never more than bins
+    # the same documents in two other files (one holding odd bins, one even): the same ranges
+    odd = _profile({b: v for b, v in histogram.items() if b % 2}, "odd")
+    even = _profile({b: v for b, v in histogram.items() if not b % 2}, "even")
+    other = plan_groups([odd, even], workers=3, group_bytes=10**9)
+    assert [(g.lo, g.hi, g.documents) for g in other] == [(g.lo, g.hi, g.documents) for g in groups]
+    assert all(g.locations == ["even", "odd"] for g in other)
+    assert plan_groups([], workers=2, group_bytes=10) == []
+
+
+def test_group_texts_come_in_doc_id_order_whatever_the_file_layout(tmp_path):
+    """What a resumed global stage does to data/: the same rows, other files, other order."""
+    import pyarrow.parquet as pq
+
+    ids = [(f << 32) | r for f in range(3) for r in range(700)]
+    texts = {i: f"document {i} " + "x" * (i % 13) for i in ids}
+    outcomes = []
+    for layout, files in (("a", 2), ("b", 5)):
+        order = np.random.default_rng(len(layout) + files).permutation(ids).tolist()
+        chunks = np.array_split(np.array(order, dtype=np.int64), files)
+        locations = []
+        for k, chunk in enumerate(chunks):
+            location = str(tmp_path / f"{layout}-{k}.parquet")
+            pq.write_table(pa.table({"doc_id": chunk, "text": [texts[int(i)] for i in chunk]}), location,
+                           row_group_size=128)
+            locations.append(location)
+        profiles = profile_files(pa.table({"location": locations})).to_pylist()
+        groups = plan_groups(profiles, workers=2, group_bytes=1 << 30)
+        outcomes.append([(g.lo, g.hi, read_group_texts(g.locations, g.lo, g.hi).to_pylist()) for g in groups])
+    assert [(lo, hi) for lo, hi, _ in outcomes[0]] == [(lo, hi) for lo, hi, _ in outcomes[1]]
+    assert outcomes[0] == outcomes[1]
+    assert [t for _, _, group in outcomes[0] for t in group] == [texts[i] for i in sorted(ids)]
 
 
 # ------------------------------------------------------------------------------------------- specs

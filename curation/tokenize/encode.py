@@ -1,8 +1,8 @@
 """Encoding and packing, one *group* of kept-documents Parquet files at a time, in a Ray actor pool.
 
-The sorted data files are cut into contiguous groups of similar size (:func:`group_files`). Each
-actor loads the tokenizer once, then for every group it is handed: reads the files in record
-batches, splits each batch into train / val by text hash, encodes each part with one
+The kept documents are cut into contiguous ``doc_id`` ranges of similar text size
+(:mod:`curation.tokenize.order`). Each actor loads the tokenizer once, then for every group it is
+handed: reads the group's documents in ``doc_id`` order, splits each batch into train / val by text hash, encodes each part with one
 ``encode_batch_fast`` call (the tokenizers Rust pool; no offsets are computed), packs the ids with a
 :class:`~curation.tokenize.pack.DocumentPacker` per split (the unfinished row carries over from file
 to file), and writes the rows, sorted by a per-row shuffle key, to
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.ingest.listing import filesystem_for
+from curation.tokenize.order import read_group_texts
 from curation.tokenize.pack import TOKEN_DTYPE, DocumentPacker, PackedRows
 from curation.tokenize.split import val_mask
 from curation.tokenize.train import for_documents, load_tokenizer, special_token_ids
@@ -98,26 +99,9 @@ class _SplitWriter:
         return self.final
 
 
-def group_files(files: list[str], sizes: list[int], workers: int, group_bytes: int) -> list[list[str]]:
-    """Contiguous groups of the (sorted) files, balanced by bytes: at least one per worker (so every
-    actor has work), more when the data exceed ``group_bytes`` per group. Each group drops at most one
-    unfinished row per split, so fewer, larger groups lose fewer tokens."""
-    if not files:
-        return []
-    total = max(1, sum(sizes))
-    n_groups = min(len(files), max(workers, -(-total // group_bytes)))
-    groups: list[list[str]] = [[] for _ in range(n_groups)]
-    before = 0
-    for file, size in zip(files, sizes):
-        # a file goes to the group its first byte falls in
-        groups[min(n_groups - 1, before * n_groups // total)].append(file)
-        before += size
-    return [g for g in groups if g]
-
-
 class EncodePackFiles:
-    """Ray Data actor: ``{unit, locations}`` rows in (a group of files), one summary row per
-    (group, split) out."""
+    """Ray Data actor: ``{unit, lo, hi, locations}`` rows in (a packing group: a ``doc_id`` range and
+    the files that hold it), one summary row per (group, split) out."""
 
     def __init__(self, tokenizer_json: bytes, seq_len: int, val_fraction: float, seed: int, batch_docs: int,
                  packed_location: str, compression: str):
@@ -130,22 +114,21 @@ class EncodePackFiles:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: list[dict] = []
-        for unit, locations in zip(batch.column("unit").to_pylist(), batch.column("locations").to_pylist()):
-            rows += self.encode_group(unit, locations)
+        columns = (batch.column(c).to_pylist() for c in ("unit", "locations", "lo", "hi"))
+        for unit, locations, lo, hi in zip(*columns):
+            rows += self.encode_group(unit, locations, lo, hi)
         return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
 
-    def _texts(self, locations: list[str]):
-        """The group's documents in record batches of ``batch_docs`` (fewer at the end of a file)."""
-        for location in locations:
-            fs, path = filesystem_for(location)
-            parquet = pq.ParquetFile(fs.open_input_file(path))
-            for record_batch in parquet.iter_batches(batch_size=self.batch_docs, columns=["text"]):
-                yield record_batch.column(0)
+    def _texts(self, locations: list[str], lo: int, hi: int):
+        """The group's documents in ``doc_id`` order, in slices of ``batch_docs``."""
+        texts = read_group_texts(locations, lo, hi)
+        for start in range(0, len(texts), self.batch_docs):
+            yield texts.slice(start, self.batch_docs)
 
-    def encode_group(self, unit: int, locations: list[str]) -> list[dict]:
+    def encode_group(self, unit: int, locations: list[str], lo: int, hi: int) -> list[dict]:
         packers = {s: DocumentPacker(self.seq_len, self.eos_id) for s in SPLITS}
         writers = {s: _SplitWriter(self.fs, self.folder, s, unit, self.seed, self.compression) for s in SPLITS}
-        for texts in self._texts(locations):
+        for texts in self._texts(locations, lo, hi):
             is_val = val_mask(texts, self.val_fraction)
             for split, mask in (("train", ~is_val), ("val", is_val)):
                 if not mask.any():

@@ -22,7 +22,8 @@ from pydantic import Field, ValidationError, field_validator
 
 from curation.faults import fault_point
 from curation.operator import OpConfig, SinkContext, SinkOp, register_op
-from curation.tokenize.encode import SPLITS, EncodePackFiles, group_files
+from curation.tokenize.encode import SPLITS, EncodePackFiles
+from curation.tokenize.order import plan_groups, profile_files
 from curation.tokenize.shards import commit_shards, rows_per_shard, shard_manifest, shuffle_into_shards
 from curation.tokenize.train import (TokenizerTrainConfig, load_tokenizer, sample_summary, sample_texts, sha256,
                                      special_token_ids, tokenizer_bytes, train_bpe)
@@ -57,8 +58,9 @@ class TokenizeConfig(OpConfig):
     seed: int = Field(0, ge=0, description="seed of the global row shuffle")
     shard_target_mb: float = Field(100, gt=0, description="target shard size in MB of int32 tokens (before compression)")
     batch_docs: int = Field(512, ge=1, description="documents per encode_batch call")
-    group_mb: float = Field(64, gt=0, description="data files are packed in contiguous groups of about this many "
-                            "MB (Parquet); each group drops at most one unfinished row per split")
+    group_mb: float = Field(64, gt=0, description="documents are packed in contiguous doc_id ranges of about this "
+                            "many MB of text (one range is encoded in memory by one actor); each range drops at "
+                            "most one unfinished row per split")
     workers: int | None = Field(None, ge=1, description="encoding actors (default: one per CPU, one CPU left for I/O "
                                 "on a local Ray)")
 
@@ -132,13 +134,15 @@ def _input_files(ctx: SinkContext) -> list[str]:
     return files
 
 
-def _sizes(files: list[str]) -> list[int]:
-    from curation.ingest.listing import filesystem_for
+def _profiles(ctx: SinkContext, files: list[str]) -> list[dict[str, Any]]:
+    """Each data file's doc_id histogram (:func:`~curation.tokenize.order.profile_files`), a few
+    files per Ray task: small per-bin counts reach the driver, never documents."""
+    import ray
 
-    if not files:
-        return []
-    fs, _ = filesystem_for(files[0])
-    return [info.size or 0 for info in fs.get_file_info([filesystem_for(f)[1] for f in files])]
+    ds = ray.data.from_items([{"location": f} for f in files],
+                             override_num_blocks=max(1, min(len(files), int(ctx.num_cpus) * 4)))
+    ds = ds.map_batches(profile_files, batch_size=None, batch_format="pyarrow", num_cpus=0.5 if ctx.local else 1.0)
+    return [row for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None) for row in batch.to_pylist()]
 
 
 def _json(value: Any) -> bytes:
@@ -250,11 +254,11 @@ class TokenizeOp(SinkOp):
                           "vocab_size": tokenizer.get_vocab_size(), **special_token_ids(tokenizer)}
         trained_s = time.time() - started
 
-        # 1. encode and pack, one data file per actor call
+        # 1. encode and pack, one doc_id range (packing group) per actor call
         packed_rel = posixpath.join(ctx.work_dir, "packed")
         workers = cfg.workers or max(1, int(ctx.num_cpus) - (1 if ctx.local else 0))
-        groups = group_files(files, _sizes(files), workers, int(cfg.group_mb * (1 << 20)))
-        ds = ray.data.from_items([{"unit": i, "locations": g} for i, g in enumerate(groups)],
+        groups = plan_groups(_profiles(ctx, files), workers, int(cfg.group_mb * (1 << 20)))
+        ds = ray.data.from_items([{"unit": g.unit, "lo": g.lo, "hi": g.hi, "locations": g.locations} for g in groups],
                                  override_num_blocks=len(groups))
         ds = ds.map_batches(EncodePackFiles, batch_size=1, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),

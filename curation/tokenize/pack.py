@@ -11,8 +11,9 @@ batch (and the next file) of the same packing group and split, so nothing is los
 files. What is left when a group ends (fewer than ``seq_len + 1`` tokens per group and split) is
 dropped and counted exactly: ``dropped_tokens``, and ``dropped_documents`` for documents that *begin*
 in the dropped tail (a document cut by the end is counted once, as a document of the rows it begins
-in). Groups are fixed contiguous runs of the sorted data files (``encode.group_files``), not "whatever
-a worker saw", so the rows are the same on every rerun on the same cluster size.
+in). Groups are fixed contiguous ``doc_id`` ranges read in ``doc_id`` order (``order.plan_groups``),
+not "whatever a worker saw" nor "whatever file a row landed in", so the rows are the same on every
+rerun with the same worker count.
 
 All of it is NumPy on whole batches: no Python loop over documents or rows.
 """

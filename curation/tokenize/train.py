@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -102,55 +104,97 @@ def sha256(data: bytes) -> str:
 # ------------------------------------------------------------------------------------------ sample
 
 
-def _sample_file(batch: pa.Table, fraction: float, val_fraction: float) -> Iterator[pa.Table]:
-    """Data files → their sampled train-split texts, file by file (a Ray Data task)."""
+def _sampled(texts: pa.Array | pa.ChunkedArray, fraction: float, val_fraction: float) -> np.ndarray:
+    """Which documents the sample may draw: train split, and sample hash under ``fraction``."""
+    keep = ~val_mask(texts, val_fraction)
+    if fraction < 1.0:
+        keep &= unit_interval(text_hashes(texts, SAMPLE_HASH_SEED)) < fraction
+    return keep
+
+
+def _sample_candidates(batch: pa.Table, fraction: float, val_fraction: float) -> Iterator[pa.Table]:
+    """Data files → (sample hash, doc_id, characters) of their candidate documents (a Ray Data task)."""
     from curation.ingest.listing import filesystem_for
 
     for location in batch.column("location").to_pylist():
         fs, path = filesystem_for(location)
         parquet = pq.ParquetFile(fs.open_input_file(path))
-        for record_batch in parquet.iter_batches(batch_size=4096, columns=["text"]):
-            texts = record_batch.column(0)
-            keep = ~val_mask(texts, val_fraction)
-            if fraction < 1.0:
-                keep &= unit_interval(text_hashes(texts, SAMPLE_HASH_SEED)) < fraction
-            if keep.any():
-                yield pa.table({"text": texts.filter(pa.array(keep))})
+        for record_batch in parquet.iter_batches(batch_size=4096, columns=["doc_id", "text"]):
+            texts = record_batch.column(1)
+            keep = pa.array(_sampled(texts, fraction, val_fraction))
+            if pc.any(keep).as_py():
+                texts = texts.filter(keep)
+                yield pa.table({"hash": text_hashes(texts, SAMPLE_HASH_SEED),
+                                "doc_id": record_batch.column(0).filter(keep),
+                                "chars": pc.utf8_length(texts).cast(pa.int64())})
+
+
+def _sample_texts(batch: pa.Table, chosen: pa.Array, cut_doc: int, cut_chars: int) -> Iterator[pa.Table]:
+    """Data files → the texts of the ``chosen`` doc_ids (``cut_doc`` truncated to ``cut_chars``)."""
+    from curation.ingest.listing import filesystem_for
+
+    for location in batch.column("location").to_pylist():
+        fs, path = filesystem_for(location)
+        parquet = pq.ParquetFile(fs.open_input_file(path))
+        for record_batch in parquet.iter_batches(batch_size=4096, columns=["doc_id", "text"]):
+            mine = pc.is_in(record_batch.column(0), value_set=chosen)
+            if not pc.any(mine).as_py():
+                continue
+            ids, texts = record_batch.column(0).filter(mine), record_batch.column(1).filter(mine)
+            cut = pc.equal(ids, cut_doc)
+            texts = pc.if_else(cut, pc.utf8_slice_codeunits(texts, 0, cut_chars), texts)
+            yield pa.table({"text": texts})
+
+
+def choose_sample(candidates: pa.Table, sample_docs: int, sample_chars: int) -> tuple[pa.Array, int, int]:
+    """The documents the trainer sees: candidates in (sample hash, doc_id) order, whole, until
+    ``sample_docs`` documents or ``sample_chars`` characters; the one that crosses the character cap
+    is cut to fit. Returns the chosen doc_ids, the cut one (-1: none) and its kept characters.
+    A function of the kept set alone, not of the order the files or rows come in."""
+    if candidates.num_rows == 0:
+        return pa.array([], pa.int64()), -1, 0
+    ordered = candidates.sort_by([("hash", "ascending"), ("doc_id", "ascending")])
+    chars = ordered.column("chars").to_numpy()
+    before = np.concatenate([[0], np.cumsum(chars)[:-1]])  # characters taken before each document
+    take = min(sample_docs, int(np.searchsorted(before, sample_chars, side="left")))
+    ids = ordered.column("doc_id").slice(0, take).combine_chunks()
+    last = take - 1
+    if take and before[last] + chars[last] > sample_chars:
+        return ids, int(ids[last].as_py()), int(sample_chars - before[last])
+    return ids, -1, 0
 
 
 def sample_texts(locations: list[str], documents: int, config: TokenizerTrainConfig, val_fraction: float,
                  num_cpus: float = 0.5, tasks: int = 8) -> Iterator[list[str]]:
-    """Stream the tokenizer sample from the kept documents' Parquet files, in a fixed order (so the
-    caps cut the same documents on every rerun), stopping at ``sample_docs`` / ``sample_chars``.
+    """Stream the tokenizer sample from the kept documents' Parquet files: the same documents on
+    every rerun, however ``data/`` is laid out (see :func:`choose_sample`).
 
     ``documents`` (the kept count) sets the sampling rate so that somewhat more than ``sample_docs``
-    train documents are drawn (a hash threshold gives a binomial count, not an exact one); the caps
-    then cut the stream at exactly ``sample_docs`` / ``sample_chars``, the same documents every time
-    because the order is fixed."""
+    train documents are candidates (a hash threshold gives a binomial count, not an exact one). A
+    first pass returns each candidate's hash, doc_id and length (24 bytes each, never the text); the
+    driver picks the sample; a second pass streams the chosen texts to the trainer. The BPE trainer
+    counts words and pairs, so the order the texts arrive in does not change the tokenizer."""
     import ray
 
     if not locations:
         return
     train_docs = max(1.0, documents * (1.0 - val_fraction))
     fraction = min(1.0, (1.25 * config.sample_docs + 16) / train_docs)
-    # a few tasks, each reading a contiguous run of files (many small files would mean many tiny tasks)
-    ds = ray.data.from_items([{"location": loc} for loc in locations],
-                             override_num_blocks=max(1, min(len(locations), tasks)))
-    ds.context.execution_options.preserve_order = True
-    ds = ds.map_batches(_sample_file, batch_size=None, batch_format="pyarrow", num_cpus=num_cpus,
-                        fn_kwargs={"fraction": fraction, "val_fraction": val_fraction})
-    docs = chars = 0
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        out = []
-        for text in batch.column("text").to_pylist():
-            take = text[: config.sample_chars - chars]
-            out.append(take)
-            docs += 1
-            chars += len(take)
-            if docs >= config.sample_docs or chars >= config.sample_chars:
-                yield out
-                return
-        yield out
+
+    def over_files(fn, **kwargs):
+        # a few tasks, each reading a contiguous run of files (many small files would mean many tiny tasks)
+        ds = ray.data.from_items([{"location": loc} for loc in locations],
+                                 override_num_blocks=max(1, min(len(locations), tasks)))
+        return ds.map_batches(fn, batch_size=None, batch_format="pyarrow", num_cpus=num_cpus, fn_kwargs=kwargs)
+
+    found = [b for b in over_files(_sample_candidates, fraction=fraction, val_fraction=val_fraction)
+             .iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+    if not found:
+        return
+    chosen, cut_doc, cut_chars = choose_sample(pa.concat_tables(found), config.sample_docs, config.sample_chars)
+    for batch in over_files(_sample_texts, chosen=chosen, cut_doc=cut_doc, cut_chars=cut_chars) \
+            .iter_batches(batch_format="pyarrow", batch_size=None):
+        yield batch.column("text").to_pylist()
 
 
 def sample_summary(texts: Iterable[list[str]], into: dict[str, Any]) -> Iterator[list[str]]:
