@@ -21,6 +21,7 @@ from typing import Any
 from curation.faults import fault_point
 from pipelines.errors import RunError, SpecIssue
 from pipelines.manifest import Manifest
+from pipelines.pipeline_spec import not_run_yet
 from pipelines.rundir import RunDir, now
 from pipelines.runner import Reporter
 from pipelines.specs import EvalSpec, LoadedSpec, _validate_model, canonical_hash, resolve_path
@@ -45,7 +46,8 @@ def _resolve_settings(settings: Any, base_dir: str) -> Any:
 
 
 def _check_task(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]:
-    """What only the files can tell: the task exists, its files are there."""
+    """What only the files can tell: the task exists, its files are there. A file an earlier stage of a
+    pipeline will write is checked when that stage is done (pipelines/pipeline_spec.py, not_run_yet)."""
     from eval.config import (BenchmarkTaskConfig, BiasProbeTaskConfig, GenerateTaskConfig, PerplexityTaskConfig,
                              ToxicityProbeTaskConfig)
     from eval.tasks import task_definition
@@ -55,7 +57,7 @@ def _check_task(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]:
             definition = task_definition(config.name, config.file, config.format, config.prompt, config.target_delimiter)
         except ValueError as exc:
             return [source.issue(path + ("name",), str(exc))]
-        if not Path(definition.path).is_file():
+        if not _exists_or_pending(definition.path, Path.is_file):
             return [source.issue(path + ("file" if config.file else "name",), f"task file {definition.path} not found")]
     elif isinstance(config, PerplexityTaskConfig):
         p = config.perplexity
@@ -70,9 +72,9 @@ def _check_task(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]:
             except (ShardError, OSError) as exc:
                 return [source.issue(path + ("perplexity", "shards"), str(exc))]
         for i, file in enumerate(p.files or []):
-            if not Path(file).is_file():
+            if not _exists_or_pending(file, Path.is_file):
                 return [source.issue(path + ("perplexity", "files", i), f"text file {file} not found")]
-    elif isinstance(config, GenerateTaskConfig) and not Path(config.generate.prompts_file).is_file():
+    elif isinstance(config, GenerateTaskConfig) and not _exists_or_pending(config.generate.prompts_file, Path.is_file):
         return [source.issue(path + ("generate", "prompts_file"), f"prompts file {config.generate.prompts_file} not found")]
     elif isinstance(config, (ToxicityProbeTaskConfig, BiasProbeTaskConfig)):
         return _check_probe(config, path, source)
@@ -86,17 +88,19 @@ def _check_probe(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]
 
     if isinstance(config, ToxicityProbeTaskConfig):
         t = config.toxicity_probe
-        if t.prompts_file is not None:
+        if t.prompts_file is not None and not not_run_yet(t.prompts_file):
             try:
                 read_prompts(t.prompts_file)
             except (ValueError, FileNotFoundError) as exc:
                 return [source.issue(path + ("toxicity_probe", "prompts_file"), str(exc))]
         for name in ("model", "wordlist_dir"):
             value = getattr(t.classifier, name)
-            if value is not None and "://" not in value and not Path(value).exists():
+            if value is not None and "://" not in value and not _exists_or_pending(value, Path.exists):
                 return [source.issue(path + ("toxicity_probe", "classifier", name), f"{value} not found")]
         return []
     b = config.bias_probe
+    if any(f is not None and not_run_yet(f) for f in (b.groups_file, b.templates_file)):
+        return []  # read together (templates name the groups): checked when the earlier stage is done
     try:
         groups = read_groups(b.groups_file or DEFAULT_GROUPS)
     except (ValueError, FileNotFoundError) as exc:
@@ -106,6 +110,10 @@ def _check_probe(config: Any, path: tuple, source: SourceMap) -> list[SpecIssue]
     except (ValueError, FileNotFoundError) as exc:
         return [source.issue(path + ("bias_probe", "templates_file"), str(exc))]
     return []
+
+
+def _exists_or_pending(location: str, test) -> bool:
+    return not_run_yet(location) or test(Path(location))
 
 
 def check_eval_spec(spec: EvalSpec, base_dir: str, source: SourceMap, issues: list[SpecIssue]) -> EvalSpec:

@@ -31,6 +31,7 @@ from typing import Any
 
 from pipelines.errors import RunError, SpecIssue
 from pipelines.manifest import Manifest
+from pipelines.pipeline_spec import not_run_yet
 from pipelines.rundir import RunDir, now
 from pipelines.runner import Reporter
 from pipelines.specs import (DpoSettings, FinetuneSpec, LoadedSpec, LoraSettings, PretrainModelSettings, canonical_hash,
@@ -191,6 +192,8 @@ def check_finetune_spec(spec: FinetuneSpec, base_dir: str, source: SourceMap, is
     spec = spec.model_copy(update=updates)
     for field in ("train", "val"):
         for i, pattern in enumerate(getattr(data, field)):
+            if not_run_yet(pattern):
+                continue  # an earlier stage of the pipeline writes it; checked once that stage is done
             if not expand([pattern]) or not all(os.path.isfile(p) for p in expand([pattern])):
                 issues.append(source.issue(("data", field, i), f"no such file: {pattern}"))
     shards = _check_distill(spec, source, issues) if spec.method == "distill" else None

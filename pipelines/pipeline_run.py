@@ -94,7 +94,11 @@ class PipelineRun:
         for number, stage in enumerate(plan.stages, start=1):
             label = f"stage {number}/{total} {stage.name} ({stage.kind})"
             try:
-                loaded = plan.load_stage(stage.name, root)  # now against the real upstream outputs
+                # the paths it takes from earlier stages (done now), then the stage against them
+                missing = plan.missing_upstream_outputs(stage.name, root)
+                if missing:
+                    raise SpecError(missing)
+                loaded = plan.load_stage(stage.name, root)
             except SpecError as exc:
                 self._fail(manifest, stage.name, stage.kind, "spec error: " + "; ".join(map(str, exc.issues)))
                 raise RunError(f"{label}: spec error(s):\n  " + "\n  ".join(map(str, exc.issues))) from None

@@ -7,15 +7,22 @@ the same file:line and field path (``stages.pretrain.max_steps``) as the pipelin
 A reference is replaced by the stage's run directory, ``<run>/stages/<name>``, before validation. The
 run directory is only known when the pipeline runs (``--out``), and the upstream outputs only exist
 once their stages have run, so :func:`validate_pipeline` checks every stage against
-:data:`UNRUN_ROOT`, a location that never exists (the kinds' own checks of upstream files, e.g. the
-shards' batch geometry, treat a missing folder as "written by an earlier run" and pass); the runner
-validates each stage again against the real directory just before running it.
+:data:`UNRUN_ROOT`, a location that never exists; the runner validates each stage again against the
+real directory just before running it. Paths into upstream stages are therefore checked in two steps:
+
+- when the spec is validated, a reference's sub-path (``${stages.tox}/model``) must start with
+  something that the referenced stage's kind writes (:data:`STAGE_OUTPUTS`), and the kinds' own
+  existence checks pass over paths for which :func:`not_run_yet` is true (a shards folder, a model
+  file, a prompts file … that an earlier stage will write);
+- when the stage is about to run (its upstream stages done), :meth:`PipelinePlan.missing_upstream_outputs`
+  names every referenced path that is still missing: file:line:col, field, stage and path.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import itertools
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -25,11 +32,53 @@ from pipelines.errors import SpecError, SpecIssue
 from pipelines.yaml_source import Path, SourceMap
 
 STAGE_REF = re.compile(r"\$\{stages\.([^}]*)\}")
+GLOB_CHARS = re.compile(r"[*?\[]")
 STAGE_NAME = re.compile(r"^[a-z0-9_-]+$")
 STAGE_KINDS = ("curate", "classifier", "pretrain", "finetune", "eval")
 STAGES_DIR = "stages"
 # Where references point while the pipeline is only being checked (see the module docstring).
 UNRUN_ROOT = "/gristmill-pipeline-not-run"
+
+# What each stage kind writes at the top of its run directory: the first part of a reference's
+# sub-path must be one of these (or one of EVERY_STAGE_WRITES). From the runners: curate —
+# pipelines/planner.py DATA_DIR, pipelines/runner.py (rejected/<step>, inputs/ for crawled WARCs,
+# stages/<id> for intermediate stage outputs), curation/dedup (dedup/<step>), curation/tokenize/op.py
+# (tokenizer/, shards/); classifier — pipelines/classifier_run.py MODEL_DIR; pretrain / finetune —
+# training/launcher.py CHECKPOINTS_DIR and metrics/train.csv, plus for finetune the prepared shards/,
+# tokenizer/, rejected/prepare and a merged LoRA model/ (pipelines/finetune_run.py, finetune_prepare.py);
+# eval — eval/results.json and eval/samples (pipelines/eval_run.py). tests/test_pipeline_refs.py
+# checks the table against those constants.
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "curate": ("data", "rejected", "dedup", "inputs", "stages", "tokenizer", "shards"),
+    "classifier": ("model",),
+    "pretrain": ("checkpoints", "metrics"),
+    "finetune": ("checkpoints", "metrics", "shards", "tokenizer", "rejected", "model"),
+    "eval": ("eval",),
+}
+EVERY_STAGE_WRITES = ("manifest.json", "spec.yaml")
+
+
+def not_run_yet(location: str) -> bool:
+    """True for a path into an upstream stage while the pipeline is only being checked: the stage that
+    writes it has not run, so a kind's spec check must not call it missing (the runner checks it once
+    the stage is done, :meth:`PipelinePlan.missing_upstream_outputs`)."""
+    return location == UNRUN_ROOT or location.startswith(UNRUN_ROOT + "/")
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """One ``${stages.NAME}[/sub-path]`` in a stage: where it is written (field path) and what it names."""
+
+    where: Path
+    stage: str
+    sub: str  # "" or "/…" as written, globs included
+
+    @property
+    def text(self) -> str:
+        return f"${{stages.{self.stage}}}{self.sub}"
+
+    def first_part(self) -> str:
+        return next((part for part in self.sub.split("/") if part), "")
 
 
 @dataclass
@@ -80,6 +129,27 @@ class PipelinePlan:
         source = StageSource(self.source.file, self.source.values, self.source.keys, self.source.overridden,
                              prefix=(STAGES_DIR, name))
         return validate_spec(data, source, base_dir=self.base_dir)
+
+    def missing_upstream_outputs(self, name: str, root: str) -> list[SpecIssue]:
+        """Every ``${stages.X}/sub-path`` of stage ``name`` whose path is not in X's run directory under
+        ``root``: called just before the stage runs, when every stage before it is done. A glob names
+        its folder (``data/*.parquet`` → ``data``); what it matches is the reader's business."""
+        from pipelines.rundir import RunDir
+
+        issues = []
+        for ref in stage_refs(self.stage(name).data, (STAGES_DIR, name)):
+            parts = [p for p in ref.sub.split("/") if p]
+            fixed = list(itertools.takewhile(lambda p: not GLOB_CHARS.search(p), parts))
+            if not fixed:
+                continue
+            upstream = RunDir.open(stage_location(root, ref.stage))
+            if upstream.exists(*fixed):
+                continue
+            kind = self.stage(ref.stage).kind
+            issues.append(self.source.issue(ref.where, (
+                f"{ref.text}: stage {ref.stage!r} ({kind}) has run but did not write {'/'.join(fixed)} "
+                f"({upstream.uri(*fixed)} does not exist)")))
+        return issues
 
     def resolved_stages(self) -> dict[str, Any]:
         """Every stage as it runs (defaults filled, paths absolute), references kept as ``${stages.X}``:
@@ -146,13 +216,15 @@ def _subpath_end(text: str, start: int) -> int:
     return start + space.start() if space else stop
 
 
-def _find_refs(value: Any, path: Path) -> list[tuple[Path, str]]:
+def stage_refs(value: Any, path: Path) -> list[StageRef]:
+    """Every ``${stages.NAME}[/sub-path]`` in ``value``, with the field path of its string."""
     if isinstance(value, str):
-        return [(path, m.group(1)) for m in STAGE_REF.finditer(value)]
+        return [StageRef(path, m.group(1), value[m.end():_subpath_end(value, m.end())])
+                for m in STAGE_REF.finditer(value)]
     if isinstance(value, dict):
-        return [r for k, v in value.items() for r in _find_refs(v, path + (k,))]
+        return [r for k, v in value.items() for r in stage_refs(v, path + (k,))]
     if isinstance(value, list):
-        return [r for i, v in enumerate(value) for r in _find_refs(v, path + (i,))]
+        return [r for i, v in enumerate(value) for r in stage_refs(v, path + (i,))]
     return []
 
 
@@ -170,10 +242,10 @@ def validate_pipeline(data: dict[str, Any], source: SourceMap, base_dir: str):
     names = list(model.stages)  # type: ignore[attr-defined]
     stages = []
     for position, (name, body) in enumerate(model.stages.items()):  # type: ignore[attr-defined]
-        stage_issues = _check_stage(name, body, names[:position], names, source)
-        issues += stage_issues
+        earlier = {s.name: s.kind for s in stages}
+        issues += _check_stage(name, body, earlier, names, source)
         stages.append(PipelineStage(name, str(body.get("kind")), body,
-                                    list(dict.fromkeys(ref for _, ref in _find_refs(body, ()) if ref in names[:position]))))
+                                    list(dict.fromkeys(r.stage for r in stage_refs(body, ()) if r.stage in earlier))))
     plan = PipelinePlan(model.name, source.file, base_dir, source, stages)  # type: ignore[attr-defined]
     if not issues:
         for stage in stages:
@@ -186,8 +258,9 @@ def validate_pipeline(data: dict[str, Any], source: SourceMap, base_dir: str):
     return LoadedSpec(source.file, base_dir, model, source, pipeline=plan)
 
 
-def _check_stage(name: str, body: dict[str, Any], earlier: list[str], names: list[str],
+def _check_stage(name: str, body: dict[str, Any], earlier: dict[str, str], names: list[str],
                  source: SourceMap) -> list[SpecIssue]:
+    """The stage's shape and its references; ``earlier`` maps each stage before it to its kind."""
     path: Path = (STAGES_DIR, name)
     issues = []
     if not STAGE_NAME.match(name):
@@ -209,8 +282,10 @@ def _check_stage(name: str, body: dict[str, Any], earlier: list[str], names: lis
     if "ray" in body:
         issues.append(source.issue(path + ("ray",), "one Ray session runs every stage: set `ray` on the pipeline, "
                                                     "not on a stage", prefer_key=True))
-    for where, ref in _find_refs(body, path):
+    for use in stage_refs(body, path):
+        where, ref = use.where, use.stage
         if ref in earlier:
+            issues += _check_sub_path(use, earlier[ref], source)
             continue
         if ref == name:
             why = "is this stage itself; a stage can only use the stages before it"
@@ -222,3 +297,16 @@ def _check_stage(name: str, body: dict[str, Any], earlier: list[str], names: lis
             why = f"is not a stage of this pipeline{hint}; stages: {', '.join(names)}"
         issues.append(source.issue(where, f"${{stages.{ref}}}: {ref!r} {why}"))
     return issues
+
+
+def _check_sub_path(ref: StageRef, kind: str, source: SourceMap) -> list[SpecIssue]:
+    """A sub-path must lead into something the referenced stage's kind writes (a typo such as
+    ``${stages.tox}/modle`` is found now, not after the stages before it have run)."""
+    first = ref.first_part()
+    outputs = STAGE_OUTPUTS.get(kind)
+    if not first or outputs is None or first in outputs or first in EVERY_STAGE_WRITES:
+        return []
+    close = difflib.get_close_matches(first, list(outputs), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return [source.issue(ref.where, f"{ref.text}: stage {ref.stage!r} is a {kind} stage, which writes no "
+                                    f"{first!r}{hint}; it writes {', '.join(outputs + EVERY_STAGE_WRITES)}")]
