@@ -34,7 +34,7 @@ def test_demo_spec_is_the_whole_chain():
     by_name = {s.name: s for s in stages}
     assert by_name["web"].refs == ["toxicity_model"]  # the curate step filters with stage 1's model
     assert by_name["sft"].refs == ["pretrain"]
-    assert set(by_name["eval"].refs) == {"pretrain", "sft", "web"}
+    assert set(by_name["eval"].refs) == {"pretrain", "sft", "web", "toxicity_model"}
     web = by_name["web"].data
     assert [i["format"] for i in web["input"]][0] == "crawl"
     assert web["input"][0]["seeds"] == ["http://127.0.0.1:9/"], "the site's URL comes from GRISTMILL_DEMO_SITE"
@@ -45,6 +45,10 @@ def test_demo_spec_is_the_whole_chain():
     tasks = by_name["eval"].data["tasks"]
     assert {"name": "arc_easy", "num_fewshot": 0, "limit": 100} in tasks
     assert any("perplexity" in t for t in tasks) and any("generate" in t for t in tasks)
+    # the toxicity probe scores the models' continuations with stage 1's classifier, as the curate step filters
+    (probe,) = [t["toxicity_probe"] for t in tasks if "toxicity_probe" in t]
+    assert probe["classifier"]["model"] == "${stages.toxicity_model}/model"
+    assert next(s for s in web["steps"] if "toxicity" in s)["toxicity"]["model"] == probe["classifier"]["model"]
 
 
 @pytest.fixture(scope="module")
