@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from curation.faults import fault_point
 from pipelines.errors import RunError, SpecError
 from pipelines.manifest import Manifest
 from pipelines.pipeline_spec import STAGES_DIR, PipelinePlan, stage_location, tokenize_locations
@@ -138,6 +139,7 @@ class PipelineRun:
             record.update(status="done", finished=now(), seconds=round(time.time() - started, 3),
                           headline=headline(stage.kind, stage_manifest.data, stage_run))
             manifest.save(self.run)
+            fault_point("pipeline.stage_done")  # between stages: this one recorded done, the next not started
             self.reporter.note(f"{label}: done in {record['seconds']:.1f}s — {format_headline(record['headline'])}")
         manifest.data["status"] = "done"
         manifest.save(self.run)
