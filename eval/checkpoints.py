@@ -26,8 +26,9 @@ def resolve_checkpoint(location: str | os.PathLike) -> Path:
     ``transformers`` GPT-2 / Llama directory (``gristmill export``) is a checkpoint too:
     :func:`training.checkpoint.load_model` reads it through :mod:`training.hf_import`."""
     from training.hf_import import is_hf_export
+    from training.remote import localize
 
-    path = Path(location)
+    path = Path(localize(location))  # a URI (s3://…): the local copy of the checkpoint it means
     if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return path
     if is_hf_export(path):

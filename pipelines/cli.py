@@ -306,8 +306,20 @@ class RichReporter(Reporter):
                   f"({record['seconds']:.1f}s)", highlight=False)
 
 
+def _checkpoint_dir(location: str) -> Path:
+    """The local checkpoint folder ``generate`` / ``export`` load: a URI is copied from its store
+    first (training.remote); a run directory means its newest checkpoint; a LoRA step checkpoint is
+    taken as it is (its base is merged in)."""
+    from eval.checkpoints import resolve_checkpoint
+    from training.finetune.lora import is_adapter_checkpoint
+    from training.remote import localize
+
+    local = Path(localize(location))
+    return local if is_adapter_checkpoint(local) else resolve_checkpoint(local)
+
+
 @app.command()
-def generate(checkpoint: Path = typer.Argument(..., help="checkpoint directory (model.safetensors + model_config.json)"),
+def generate(checkpoint_location: str = typer.Argument(..., metavar="CHECKPOINT", help="checkpoint directory (model.safetensors + model_config.json), a run directory (its newest checkpoint), or a URI such as s3://bucket/runs/x"),
              prompt: list[str] = typer.Option(..., "--prompt", help="prompt text (repeatable; prompts decode as one batch)"),
              temperature: float = typer.Option(0.8, help="0 = greedy; default 0.8 as litgpt's generate"),
              top_k: Optional[int] = typer.Option(50, "--top-k", help="sample among the k likeliest tokens (litgpt's default 50); 0 = off"),
@@ -341,6 +353,7 @@ def generate(checkpoint: Path = typer.Argument(..., help="checkpoint directory (
                                 top_p=top_p, seed=seed)
         from training.finetune.lora import is_adapter_checkpoint, load_merged
 
+        checkpoint = _checkpoint_dir(checkpoint_location)
         if is_adapter_checkpoint(checkpoint):  # a LoRA step checkpoint: its base with the adapter merged
             model = load_merged(checkpoint, device=device).eval()
         else:
@@ -371,7 +384,7 @@ def generate(checkpoint: Path = typer.Argument(..., help="checkpoint directory (
 
 
 @app.command()
-def export(checkpoint: Path = typer.Argument(..., help="checkpoint directory (model.safetensors + model_config.json)"),
+def export(checkpoint_location: str = typer.Argument(..., metavar="CHECKPOINT", help="checkpoint directory (model.safetensors + model_config.json), a run directory (its newest checkpoint), or a URI such as s3://bucket/runs/x"),
            format_: str = typer.Option("hf", "--format", help="hf: a transformers model directory"),
            out_dir: Path = typer.Option(..., "--out", help="output directory (must not exist or be empty)"),
            tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer.json (default: the checkpoint's, then <run>/tokenizer/)"),
@@ -386,7 +399,9 @@ def export(checkpoint: Path = typer.Argument(..., help="checkpoint directory (mo
     from training.export import export_hf
     from training.finetune.lora import is_adapter_checkpoint, write_merged
 
+    checkpoint = checkpoint_location
     try:
+        checkpoint = _checkpoint_dir(checkpoint_location)
         with tempfile.TemporaryDirectory(prefix="gristmill-merge-") as tmp:
             source = checkpoint
             if is_adapter_checkpoint(checkpoint):  # a LoRA step checkpoint: export base + adapter merged

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from curation.faults import fault_point
@@ -198,9 +198,13 @@ def checkpoint_labels(paths: list[str]) -> list[str]:
     """``<run name>/step-NNNNNN`` for a run's checkpoint, the folder name otherwise; made unique."""
     from eval.checkpoints import resolve_checkpoint
 
+    from training.remote import is_remote, resolve_remote
+
     labels, seen = [], {}
     for location in paths:
-        checkpoint = resolve_checkpoint(location)
+        # a checkpoint in an object store is named by its path there, not by its local copy's
+        checkpoint = (PurePosixPath(resolve_remote(location).split("://", 1)[1]) if is_remote(location)
+                      else resolve_checkpoint(location))
         label = (f"{checkpoint.parent.parent.name}/{checkpoint.name}" if checkpoint.parent.name == "checkpoints"
                  else checkpoint.name)
         seen[label] = seen.get(label, 0) + 1
@@ -211,7 +215,10 @@ def checkpoint_labels(paths: list[str]) -> list[str]:
 def _weights_identity(location: str) -> dict[str, Any]:
     from eval.checkpoints import resolve_checkpoint
     from training.checkpoint import WEIGHTS_FILE
+    from training.remote import is_remote, remote_file_identity
 
+    if is_remote(location):
+        return remote_file_identity(location, (WEIGHTS_FILE, "model.safetensors.index.json"))
     checkpoint = resolve_checkpoint(location)
     weights = checkpoint / WEIGHTS_FILE
     if not weights.is_file():  # a sharded transformers export: its index changes with the weights

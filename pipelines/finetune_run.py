@@ -63,8 +63,11 @@ def resolve_base(location: str) -> str:
     import pyarrow.fs as pafs
 
     from training.hf_import import is_hf_export
+    from training.remote import is_remote, resolve_remote
     from training.resume import latest_complete
 
+    if is_remote(location):  # the workers copy it from the store on their own nodes (training.remote)
+        return resolve_remote(location)
     path = Path(location)
     if (path / "model_config.json").is_file() and (path / "model.safetensors").is_file():
         return str(path)
@@ -468,6 +471,11 @@ def _located(location: str, field: str) -> str:
 def _sha256(path: str) -> str:
     import hashlib
 
+    from training.remote import is_remote, localize
+
+    if is_remote(path):  # a file of a checkpoint in a store: hash the node's copy (fetched once)
+        folder, name = path.rsplit("/", 1)
+        path = os.path.join(localize(folder), name)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

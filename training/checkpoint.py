@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training.model import ModelConfig, Transformer
+from training.remote import localize
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
@@ -69,6 +70,7 @@ def read_model_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict[s
     ``transformers`` export directory, the config :mod:`training.hf_import` maps it to; no ``extra``)."""
     from training.hf_import import is_hf_export, load_hf_export
 
+    directory = localize(directory)  # a checkpoint in an object store: its local copy
     if is_hf_export(directory):
         return load_hf_export(directory)[1], {}
     path = Path(directory) / CONFIG_FILE
@@ -90,6 +92,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     """
     from training.hf_import import is_hf_export, load_hf_export
 
+    directory = localize(directory)  # a checkpoint in an object store: its local copy
     if is_hf_export(directory):
         return load_hf_export(directory, device=device)
     directory = Path(directory)
@@ -120,7 +123,7 @@ def find_tokenizer(checkpoint_dir: str | os.PathLike) -> Path:
     Looked for in the checkpoint directory itself, then at ``../../tokenizer/tokenizer.json`` (the run
     directory layout: ``<run>/checkpoints/step-NNNNNN/`` next to ``<run>/tokenizer/``).
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = Path(localize(checkpoint_dir))
     candidates = [
         checkpoint_dir / TOKENIZER_FILE,
         checkpoint_dir.parent.parent / "tokenizer" / TOKENIZER_FILE,

@@ -160,3 +160,48 @@ def test_a_missing_bucket_is_a_clear_error(s3_run, aws_env):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cannot write the run directory s3://no-such-bucket/runs/x" in proc.stderr
     assert "Bucket 'no-such-bucket' not found" in " ".join(proc.stderr.split())
+
+
+def test_eval_and_generate_load_a_checkpoint_from_the_bucket(bucket, aws_env, tmp_path):
+    """A pretraining run directory in the bucket: `kind: eval` names it by URI, each eval task copies
+    the newest complete checkpoint to its node's cache (training/remote.py), and scores it exactly
+    as the local copy scores."""
+    from tests.test_remote_checkpoint import write_tiny_run
+
+    local_run = write_tiny_run(tmp_path / "tiny")
+    pafs.copy_files(str(local_run), f"{BUCKET}/runs/ckpt", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=bucket)
+    text = tmp_path / "held_out.txt"
+    text.write_text((DATA / "text" / "moby-dick" / "chapter_9.txt").read_text(encoding="utf-8")[:4000])
+    env = {**aws_env, "GRISTMILL_CACHE": str(tmp_path / "cache")}
+    scores = {}
+    for label, checkpoint in (("bucket", f"{RUN[:-2]}/ckpt"), ("local", str(local_run))):
+        spec = tmp_path / f"eval-{label}.yaml"
+        spec.write_text(json.dumps({"kind": "eval", "name": f"eval-{label}", "checkpoints": [checkpoint],
+                                    "tasks": [{"perplexity": {"files": [str(text)]}}], "batch_size": 4}))
+        run_gristmill("run", str(spec), "--out", str(tmp_path / f"out-{label}"), env=env, timeout=600)
+        results = json.loads((tmp_path / f"out-{label}" / "eval" / "results.json").read_text())
+        scores[label] = results
+    bucket_labels = json.dumps(scores["bucket"])
+    assert "ckpt/step-000002" in bucket_labels, "named by its path in the store, not by its local copy"
+    assert _metrics(scores["bucket"]) == _metrics(scores["local"]) and _metrics(scores["local"])
+    done = run_gristmill("generate", f"{RUN[:-2]}/ckpt", "--prompt", "Call me", "--max-tokens", "4",
+                         "--temperature", "0", "--json", env=env)
+    assert len(json.loads(done.stdout.strip().splitlines()[-1])["tokens"]) == 4
+
+
+def _metrics(results) -> list[float]:
+    """Every number in the results, in order, less timings and paths (which differ by design)."""
+    out = []
+
+    def walk(value, key=""):
+        if isinstance(value, dict):
+            for k in sorted(value):
+                walk(value[k], k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, float) and "second" not in key and "per_s" not in key:
+            out.append(round(value, 6))
+
+    walk(results)
+    return out
