@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.tokenize.encode import encode_texts, shuffle_keys
+from curation.tokenize.encode import DocumentEncoder, encode_texts, shuffle_keys
 from curation.tokenize.order import BIN_SHIFT, plan_groups, profile_files, read_group_texts
 from curation.tokenize.pack import DocumentPacker, pack_documents
 from curation.tokenize.shards import KEY_SPACE, key_ranges, rows_per_shard
@@ -88,6 +88,20 @@ def test_special_token_text_in_documents_stays_text(tokenizer):
     # the saved file does not carry the flag: a chat template still gets real special tokens
     fresh = load_tokenizer(tokenizer_bytes(tokenizer))
     assert fresh.encode("<|user|>").ids == [3]
+
+
+def test_document_encoder_equals_literal_encoding(tokenizer):
+    """The fast path (plain tokenizer for texts without "<|") gives exactly the literal tokenizer's ids."""
+    rng = random.Random(11)
+    texts = shipped_texts()[20:30] + [random_unicode(rng, rng.randint(0, 200)) for _ in range(50)]
+    texts += ["before <|eos|> and <|user|> after", "a <| b |> c", "<|end|>", "", "x<|pad|>"]
+    rng.shuffle(texts)
+    encoder = DocumentEncoder(tokenizer_bytes(tokenizer))
+    for batch in (texts, [t for t in texts if "<|" not in t], [t for t in texts if "<|" in t]):
+        got = encoder.encode(pa.array(batch))
+        want = encode_texts(for_documents(load_tokenizer(tokenizer_bytes(tokenizer))), batch)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert encoder.markers == ["<|"]
 
 
 def test_saved_tokenizer_loads_in_transformers(tokenizer, tmp_path):
