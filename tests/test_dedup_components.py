@@ -1,6 +1,9 @@
 """Connected components: the large-star / small-star partition steps (emulated hash partitioning,
-many random graphs) and the Ray Data driver, each against a reference union-find; the local
-backend too. Graphs include long chains and one giant component."""
+many random graphs, long chains, one giant component) and the Ray Data driver, each against a
+reference union-find; the local backend too. The Ray Data driver runs on a small graph of the same
+shapes (a chain, a giant component, pairs): every round is two Ray Data hash shuffles, seconds each
+on a 2-core machine, so its graph is sized for two rounds (and the convergence check's third
+large-star step), and the emulated loop must take as many."""
 
 from __future__ import annotations
 
@@ -53,8 +56,9 @@ def oriented(edges: list[tuple[int, int]]) -> pa.Table:
                      "dst": pa.array([min(e) for e in edges], pa.int64())})
 
 
-def star_rounds_partitioned(table: pa.Table, partitions: int) -> pa.Table:
-    """The Ray driver's loop with the shuffle emulated by ``src % partitions``."""
+def star_rounds_partitioned(table: pa.Table, partitions: int) -> tuple[pa.Table, int]:
+    """The Ray driver's loop with the shuffle emulated by ``src % partitions``: the converged
+    edges and the number of rounds, counted as ``distributed_components`` counts them."""
 
     def step(fn, t):
         src = t.column("src").to_numpy()
@@ -66,10 +70,10 @@ def star_rounds_partitioned(table: pa.Table, partitions: int) -> pa.Table:
         return pa.concat_tables(outs), (n_in, check)
 
     previous = None
-    for _ in range(64):
+    for i in range(1, 65):
         large, state = step(large_star, symmetrize(table))
         if state == previous:
-            return table
+            return table, i - 1
         previous = state
         table, _ = step(small_star, large)
     raise AssertionError("no convergence")
@@ -89,7 +93,7 @@ def test_star_rounds_match_union_find(kind):
     rng = np.random.default_rng({"random": 0, "chain": 1, "giant": 2}[kind])
     for trial in range(12 if kind == "random" else 2):
         edges = graph(kind, rng)
-        result = star_rounds_partitioned(oriented(edges), partitions=int(rng.integers(1, 6)))
+        result, _ = star_rounds_partitioned(oriented(edges), partitions=int(rng.integers(1, 6)))
         assert labels_of(result) == union_find_roots(edges), (kind, trial)
 
 
@@ -111,12 +115,14 @@ def _read_labels(final: list[str]) -> dict[int, int]:
 @pytest.mark.slow
 def test_ray_data_components_and_local_backend_match_union_find(ray_session, tmp_path):
     rng = np.random.default_rng(7)
-    edges = graph("chain", rng)[:24] + graph("giant", rng)[:40] + [(5000 + i, 5001 + i) for i in range(0, 10, 2)]
+    # a 5-node chain with shuffled labels, an 11-node random tree, five pairs: 2 rounds
+    edges = graph("chain", rng)[:4] + graph("giant", rng)[:10] + [(5000 + i, 5001 + i) for i in range(0, 10, 2)]
     expected = union_find_roots(edges)
+    _, reference_rounds = star_rounds_partitioned(oriented(edges), partitions=3)
     work = _write_edges(tmp_path, edges)
     result = distributed_components(work, ["edges"], partitions=3)
     assert _read_labels(result["final"]) == expected
-    assert result["rounds"] >= 2
+    assert result["rounds"] == reference_rounds >= 2
     # a rerun trusts every finished, verified round: no step is redone
     markers = sorted((tmp_path / "work").glob("cc-*/_round.json"))
     stamps = [m.stat().st_mtime_ns for m in markers]
