@@ -1,7 +1,10 @@
 """Fine-tuning runs on CPU: SFT and LoRA lower the assistant-token loss on held-out conversations,
 DPO and a reward model learn a preference that holds on held-out pairs; and `kind: finetune` end to
 end through the real `gristmill` command (Ray Data prepare + Ray Train + Lightning), then `gristmill
-generate` on its checkpoint and a LoRA merge exported for transformers.
+generate` on its checkpoint and a LoRA merge exported for transformers. The end-to-end run's prepare
+stage is also where the SFT path of the data stage is checked (every record kept or rejected with a
+reason, rows that follow the shard contract plus masks); tests/test_finetune_prepare.py has the
+preference pairs.
 
 The in-process runs use a plain Lightning Trainer on the same modules the Ray path runs (the launcher
 only adds Ray's strategy and data feeding, which the end-to-end test covers)."""
@@ -13,6 +16,7 @@ import json
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -21,6 +25,7 @@ from tests.finetune_support import (PREF_HELDOUT, PREF_TRAIN, SFT_TRAIN, make_ba
 from training.finetune.lora import LoRAConfig, trainable_parameters
 from training.finetune.modules import DPOModule, RewardModule, SFTModule
 from training.lightning_module import OptimConfig, ScheduleConfig
+from training.shards import open_shards, to_model_inputs
 
 torch.set_num_threads(1)
 WIDTH = 97  # rows of 96 positions + 1
@@ -142,7 +147,11 @@ def test_finetune_spec_end_to_end_then_generate(gristmill, base, tmp_path):
     folder, tok, config = base
     data = tmp_path / "pairs.jsonl"
     lines = SFT_TRAIN.read_text(encoding="utf-8").splitlines()[:150]
-    lines += ["not json", json.dumps({"prompt": "no response"}), json.dumps({"messages": [{"role": "user", "content": "q"}]})]
+    # every outcome of the prepare stage: lines that are no JSON object, records that are no chat, a
+    # blank line (no record at all) and an answer longer than a row (kept, truncated)
+    lines += ["not json", json.dumps([1, 2]), json.dumps({"prompt": "no response"}),
+              json.dumps({"messages": [{"role": "user", "content": "q"}]}), "",
+              json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a " * 200}]})]
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "run"
     args = ["run", "specs/finetune-sft.yaml", "--out", str(out), "--set", f"from={folder}", "--set", f"data.train={data}",
@@ -153,8 +162,23 @@ def test_finetune_spec_end_to_end_then_generate(gristmill, base, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     prepare, train = manifest["stages"]
     counts = prepare["prepare"]
-    assert counts["in"] == 153 and counts["kept"] == 150 and counts["balanced"]
-    assert counts["rejected"] == {"invalid_json": 1, "bad_chat": 2}
+    assert counts["in"] == 155 and counts["kept"] == 151 and counts["balanced"]  # the blank line is no record
+    assert counts["rejected"] == {"invalid_json": 2, "bad_chat": 2}
+    assert counts["truncated"] >= 1  # the 200-word answer
+    rejected = pq.read_table(out / "rejected" / "prepare").to_pylist()
+    assert sorted(r["reason"] for r in rejected) == ["bad_chat", "bad_chat", "invalid_json", "invalid_json"]
+    assert any(r["line"] == "not json" for r in rejected)
+    # the rows follow the shard contract, with the assistant-token mask as the extra column
+    shards = open_shards(str(out))
+    assert shards.seq_len == 96 and shards.val and shards.manifest["finetune"]["columns"] == ["loss_mask"]
+    arrays = to_model_inputs(pq.read_table(shards.train[0].path), True, ("loss_mask",))
+    assert arrays["input_ids"].shape[1] == 97 and arrays["loss_mask"].shape == arrays["input_ids"].shape
+    assert arrays["loss_mask"].sum() > 0 and arrays["segment_ids"].max() >= 1
+    # every kept conversation is in exactly one row (EOS closes each; a truncated one may lose it)
+    eos = shards.manifest["tokenizer"]["eos_id"]
+    total_eos = sum(int((to_model_inputs(pq.read_table(f.path), True)["input_ids"] == eos).sum())
+                    for f in shards.train + shards.val)
+    assert counts["kept"] - counts["truncated"] <= total_eos <= counts["kept"]
     assert train["status"] == "done" and train["plan"]["method"] == "sft"
     with (out / "metrics" / "train.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -166,8 +190,16 @@ def test_finetune_spec_end_to_end_then_generate(gristmill, base, tmp_path):
     assert (out / "report" / "index.html").is_file() and training["run"]["method"] == "sft"
     assert training["final"]["assistant_tokens"] == int(rows[-1]["assistant_tokens"])
 
+    # `gristmill generate` on the checkpoint, in-process (same Typer app; tests/test_generate.py runs
+    # the command itself): a second interpreter start-up would only add time
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
     prompt = "<|user|>\nWhat do plants need to grow?<|end|>\n<|assistant|>\n"
-    result = gristmill("generate", str(ckpt), "--prompt", prompt, "--temperature", "0", "--max-tokens", "8", "--json")
+    result = CliRunner().invoke(app, ["generate", str(ckpt), "--prompt", prompt, "--temperature", "0",
+                                      "--max-tokens", "8", "--json"])
+    assert result.exit_code == 0, result.output
     completion = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(completion["tokens"]) > 0 and completion["prompt"] == prompt
 

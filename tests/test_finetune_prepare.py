@@ -1,5 +1,7 @@
-"""The data stage of `kind: finetune` on Ray Data: every record kept or rejected with a reason, rows
-that follow the shard contract plus masks, a stable hash split, and preference pairs."""
+"""The data stage of `kind: finetune` on Ray Data for preference pairs: every record kept or rejected
+with a reason, one row per pair with both sides' masks, given validation files. The SFT path (packed
+rows, truncation, the blank line that is no record, EOS per conversation) is checked on the prepare
+stage of the end-to-end run in tests/test_finetune.py, which has to run it anyway."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from curation.chat import DEFAULT_CHAT_TEMPLATE
 from pipelines.finetune_prepare import prepare
 from pipelines.rundir import RunDir
-from tests.finetune_support import PREF_TRAIN, SFT_TRAIN
+from tests.finetune_support import PREF_TRAIN
 from tests.tiny_lm import train_tokenizer
 from training.shards import open_shards, to_model_inputs
 
@@ -29,34 +31,6 @@ def tokenizer_path(tmp_path_factory):
 def _write(path, lines):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
-
-
-def test_sft_records_become_packed_rows_and_rejects_keep_their_reason(ray_session, tmp_path, tokenizer_path):
-    lines = SFT_TRAIN.read_text(encoding="utf-8").splitlines()[:120]
-    bad = ["{oops", json.dumps([1, 2]), json.dumps({"prompt": "q"}), "",
-           json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a " * 200}]})]
-    data = _write(tmp_path / "sft.jsonl", lines + bad)
-    run = RunDir.open(str(tmp_path / "run"))
-    run.makedirs("tokenizer")
-    counts = prepare(run, "sft", [data], [], 0.1, DEFAULT_CHAT_TEMPLATE, tokenizer_path, 64, True, 0)
-    assert counts["in"] == 124 and counts["kept"] == 121 and counts["balanced"]  # the blank line is no record
-    assert counts["rejected"] == {"invalid_json": 2, "bad_chat": 1}
-    assert counts["truncated"] >= 1  # the 200-word answer
-    rejected = pq.read_table(run.path("rejected/prepare")).to_pylist()
-    assert sorted(r["reason"] for r in rejected) == ["bad_chat", "invalid_json", "invalid_json"]
-    assert any(r["line"] == "{oops" for r in rejected)
-
-    shards = open_shards(run.path())
-    assert shards.seq_len == 64 and shards.val and shards.manifest["finetune"]["columns"] == ["loss_mask"]
-    table = pq.read_table(shards.train[0].path)
-    arrays = to_model_inputs(table, True, ("loss_mask",))
-    assert arrays["input_ids"].shape[1] == 65 and arrays["loss_mask"].shape == arrays["input_ids"].shape
-    assert arrays["loss_mask"].sum() > 0 and arrays["segment_ids"].max() >= 1
-    # every kept conversation is in exactly one row (EOS closes each; a truncated one may lose it)
-    eos = shards.manifest["tokenizer"]["eos_id"]
-    total_eos = sum(int((to_model_inputs(pq.read_table(f.path), True)["input_ids"] == eos).sum())
-                    for f in shards.train + shards.val)
-    assert 121 - counts["truncated"] <= total_eos <= 121
 
 
 def test_preference_pairs_become_one_row_each(ray_session, tmp_path, tokenizer_path):
