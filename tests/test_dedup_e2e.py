@@ -47,5 +47,7 @@ def test_dedup_spec(gristmill, tmp_path):
     counts = {s["id"]: s["counts"] for s in manifest(run)["stages"]}
     assert any(c.get("rejected", {}).get("minhash_dedup") == near.num_rows for c in counts.values())
 
+    # an unchanged rerun skips every stage and changes nothing
     again = gristmill("run", "specs/dedup.yaml", "--out", str(run))
     assert again.stderr.count("finished earlier with the same spec") == 3
+    assert sorted(read_dir(run / "data").column("doc_id").to_pylist()) == sorted(kept.column("doc_id").to_pylist())
