@@ -55,7 +55,13 @@ def test_eval_spec_end_to_end(tmp_path, gristmill):
         shutil.copy(llama / name, bare / name)
     spec = _spec(tmp_path, [run_dir, gpt2, bare])
     out = tmp_path / "out"
-    gristmill("validate", spec)
+    # `gristmill validate` in-process (same Typer app; tests/test_e2e_curate.py runs the command itself)
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    validated = CliRunner().invoke(app, ["validate", spec])
+    assert validated.exit_code == 0, validated.output
     proc = gristmill("run", spec, "--out", str(out), check=False)
     # The failing checkpoint fails the run (exit 1, saying why) and leaves the others' results.
     assert proc.returncode == 1, proc.stderr
