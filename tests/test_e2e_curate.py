@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,66 @@ def assert_balanced(run: Path) -> dict:
     return m
 
 
-def test_curate_text_spec_end_to_end(gristmill, tmp_path):
-    run = tmp_path / "run"
-    # as on a cluster: the gristmill packages travel to the workers in the job's runtime_env
-    proc = gristmill("run", "specs/curate-text.yaml", "--out", str(run), ship_code=True)
+def _bad_input_spec(folder: Path) -> Path:
+    """JSONL and Parquet inputs holding every kind of unreadable record, and a spec that reads them."""
+    docs = folder / "docs"
+    docs.mkdir(parents=True)
+    good = [json.dumps({"text": f"document number {i} has a handful of real words in it"}) for i in range(30)]
+    lines = good[:10] + ['{"text": "unterminated', '[1, 2]', '{"body": "no text field"}', '{"text": 42}',
+                         '{"text": "   "}'] + good[10:20]
+    (docs / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (docs / "b.jsonl").write_bytes(b'{"text": "caf\xe9 latin-1 bytes"}\n' + (good[20] + "\n").encode())
+    blob = gzip.compress(("\n".join(good[21:30]) + "\n").encode())
+    (docs / "c.jsonl.gz").write_bytes(blob[: len(blob) // 2])  # truncated gzip member
+    (docs / "d.jsonl").write_bytes(b"")  # an empty file: no documents, no rows, still committed
+    tables = folder / "tables"
+    tables.mkdir()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["no text column here"]}), tables / "e.parquet")
+    pq.write_table(pa.table({"text": ["a parquet document with enough words", None]}), tables / "f.parquet")
+    spec = folder / "bad.yaml"
+    spec.write_text("kind: curate\nname: bad\ninput:\n  - format: jsonl\n    paths: [docs/]\n"
+                    "  - {format: parquet, paths: [tables/*.parquet]}\n"
+                    "steps:\n  - length_filter: {min_words: 3}\n")
+    return spec
+
+
+def _boundary_spec(folder: Path) -> Path:
+    """600 documents in 3 files and a spec whose global step (shuffle) sits between two streaming steps."""
+    write_jsonl_corpus(folder / "docs", files=3, docs_per_file=200, words=words_from_shipped_text())
+    spec = folder / "s.yaml"
+    spec.write_text("kind: curate\nname: boundary\ninput:\n  - {format: jsonl, paths: [docs/*.jsonl]}\n"
+                    "steps:\n  - normalize: {}\n  - shuffle: {seed: 1}\n  - length_filter: {min_words: 40}\n")
+    return spec
+
+
+@pytest.fixture(scope="module")
+def first_runs(ray_address, tmp_path_factory) -> dict:
+    """The first run of each spec below, two at a time on the session's Ray (as test_report's two
+    runs): a small run spends ~40 % of its wall time with the 2 CPUs idle (job and worker start-up),
+    so two side by side take little more than the longer one. Each test reads its own run's result
+    (``.result()`` raises that run's error in that test only)."""
+    root = tmp_path_factory.mktemp("e2e-curate")
+    bad = _bad_input_spec(root / "bad")
+    boundary = _boundary_spec(root / "boundary")
+    jobs = {
+        # as on a cluster: the gristmill packages travel to the workers in the job's runtime_env
+        "curate_text": (("run", "specs/curate-text.yaml", "--out", str(root / "curate-text" / "run")), True),
+        "bad_input": (("run", str(bad), "--out", str(root / "bad" / "run")), False),
+        "boundary": (("run", str(boundary), "--out", str(root / "boundary" / "run")), False),
+    }
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(run_gristmill, *args, address=ray_address, ship_code=ship)
+                   for name, (args, ship) in jobs.items()}
+        wait(futures.values())
+    return {name: (Path(jobs[name][0][3]), future) for name, future in futures.items()}
+
+
+def test_curate_text_spec_end_to_end(first_runs):
+    run, future = first_runs["curate_text"]
+    proc = future.result()
     assert "= kept" in proc.stdout
     m = assert_balanced(run)
     n_files = len(list((DATA / "text" / "sotu").glob("*.txt"))) + len(list((DATA / "text" / "moby-dick").glob("chapter_*.txt")))
@@ -57,30 +114,9 @@ def test_curate_text_spec_end_to_end(gristmill, tmp_path):
     # (an unchanged rerun skipping every stage and changing nothing: tests/test_dedup_e2e.py)
 
 
-def test_bad_input_is_quarantined_with_reasons(gristmill, tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    good = [json.dumps({"text": f"document number {i} has a handful of real words in it"}) for i in range(30)]
-    lines = good[:10] + ['{"text": "unterminated', '[1, 2]', '{"body": "no text field"}', '{"text": 42}',
-                         '{"text": "   "}'] + good[10:20]
-    (docs / "a.jsonl").write_text("\n".join(lines) + "\n")
-    (docs / "b.jsonl").write_bytes(b'{"text": "caf\xe9 latin-1 bytes"}\n' + (good[20] + "\n").encode())
-    blob = gzip.compress(("\n".join(good[21:30]) + "\n").encode())
-    (docs / "c.jsonl.gz").write_bytes(blob[: len(blob) // 2])  # truncated gzip member
-    (docs / "d.jsonl").write_bytes(b"")  # an empty file: no documents, no rows, still committed
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.table({"body": ["no text column here"]}), tables / "e.parquet")
-    pq.write_table(pa.table({"text": ["a parquet document with enough words", None]}), tables / "f.parquet")
-    spec = tmp_path / "bad.yaml"
-    spec.write_text("kind: curate\nname: bad\ninput:\n  - format: jsonl\n    paths: [docs/]\n"
-                    "  - {format: parquet, paths: [tables/*.parquet]}\n"
-                    "steps:\n  - length_filter: {min_words: 3}\n")
-    run = tmp_path / "run"
-    gristmill("run", str(spec), "--out", str(run))
+def test_bad_input_is_quarantined_with_reasons(first_runs):
+    run, future = first_runs["bad_input"]
+    future.result()
     m = assert_balanced(run)
     quarantined = rejected_tables(run)["_ingest"]
     reasons = sorted(quarantined.column("reason").to_pylist())
@@ -93,13 +129,10 @@ def test_bad_input_is_quarantined_with_reasons(gristmill, tmp_path):
     assert len(m["inputs"]) == 6
 
 
-def test_global_op_is_a_stage_boundary_and_ids_survive(gristmill, tmp_path):
-    write_jsonl_corpus(tmp_path / "docs", files=3, docs_per_file=200, words=words_from_shipped_text())
-    spec = tmp_path / "s.yaml"
-    spec.write_text("kind: curate\nname: boundary\ninput:\n  - {format: jsonl, paths: [docs/*.jsonl]}\n"
-                    "steps:\n  - normalize: {}\n  - shuffle: {seed: 1}\n  - length_filter: {min_words: 40}\n")
-    run = tmp_path / "run"
-    gristmill("run", str(spec), "--out", str(run))
+def test_global_op_is_a_stage_boundary_and_ids_survive(first_runs, gristmill):
+    run, future = first_runs["boundary"]
+    future.result()
+    spec = run.parent / "s.yaml"
     m = assert_balanced(run)
     assert [s["id"] for s in m["stages"]] == ["01-stream", "02-shuffle", "03-stream"]
     assert m["stages"][0]["output_dir"] == "stages/01-stream" and m["stages"][2]["output_dir"] == "data"
