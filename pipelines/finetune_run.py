@@ -108,7 +108,7 @@ def distill_problems(spec: FinetuneSpec, teacher: str, base: str | None, shards:
     different vocabularies or tokenizers (logits are compared id by id), rows longer than a model's
     positions. ``shards`` is the opened data.shards (None for JSONL data)."""
     from training.checkpoint import find_tokenizer, read_model_config
-    from training.finetune.distill import tokenizer_mismatch, vocab_mismatch
+    from training.finetune.distill_checks import tokenizer_mismatch, vocab_mismatch
 
     problems: list[tuple[tuple, str]] = []
     teacher_config, _ = read_model_config(teacher)

@@ -21,8 +21,6 @@ checkpoints are ordinary model checkpoints.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.checkpoint import load_model
+from training.finetune.distill_checks import tokenizer_mismatch, vocab_mismatch  # noqa: F401 (re-exported)
 from training.lightning_module import OptimConfig, PretrainModule, ScheduleConfig
 from training.model import ModelConfig
 
@@ -70,41 +69,7 @@ def next_token_targets(batch: dict[str, torch.Tensor], width: int) -> torch.Tens
 
 
 # --------------------------------------------------------------------------------------------------
-# teacher and student must speak the same tokens
-
-
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def tokenizer_mismatch(teacher_tokenizer: str | Path, student_tokenizer: str | Path,
-                       whose: str = "the student's") -> str | None:
-    """None when both tokenizer files map the same strings to the same ids (byte-identical files, or
-    the same vocabulary serialised differently); otherwise the reason, for the user."""
-    if _sha256(teacher_tokenizer) == _sha256(student_tokenizer):
-        return None
-    from tokenizers import Tokenizer
-
-    teacher = Tokenizer.from_file(str(teacher_tokenizer)).get_vocab(with_added_tokens=True)
-    student = Tokenizer.from_file(str(student_tokenizer)).get_vocab(with_added_tokens=True)
-    if teacher == student:
-        return None
-    differing = sorted(t for t in set(teacher) | set(student) if teacher.get(t) != student.get(t))
-    return (f"the teacher's tokenizer ({teacher_tokenizer}: {len(teacher):,} tokens, sha256 "
-            f"{_sha256(teacher_tokenizer)[:12]}) is not {whose} ({student_tokenizer}: {len(student):,} tokens, "
-            f"sha256 {_sha256(student_tokenizer)[:12]}; {len(differing):,} tokens differ, e.g. {differing[:3]}); "
-            "distillation compares logits id by id, so both must use the same tokenizer")
-
-
-def vocab_mismatch(teacher: ModelConfig, student: ModelConfig) -> str | None:
-    if teacher.vocab_size == student.vocab_size:
-        return None
-    return (f"the teacher's output has {teacher.vocab_size:,} logits per token, the student's "
-            f"{student.vocab_size:,}: distillation needs the same vocabulary (and tokenizer)")
-
-
-# --------------------------------------------------------------------------------------------------
-# the LightningModule
+# the LightningModule (teacher and student must speak the same tokens: training/finetune/distill_checks.py)
 
 
 class DistillModule(PretrainModule):
