@@ -141,6 +141,13 @@ def rows_batch(batch: pa.Table, method: str, width: int, pad_id: int, packing: b
     return table
 
 
+def status_counts(batch: pa.Table) -> pa.Table:
+    """One block's records and truncated conversations per ``status`` (a few rows)."""
+    grouped = batch.group_by("status").aggregate([("status", "count"), ("truncated", "sum")])
+    return pa.table({"status": grouped.column("status"), "count": grouped.column("status_count"),
+                     "truncated": grouped.column("truncated_sum")})
+
+
 def _select(ds: Any, rejected: bool, split: str | None = None) -> Any:
     def pick(batch: pa.Table) -> pa.Table:
         mask = pc.is_valid(batch.column("reason")) if rejected else pc.is_null(batch.column("reason"))
@@ -166,10 +173,10 @@ def prepare(run: Any, method: str, train_files: list[str], val_files: list[str],
             rows_per_file: int = 8192) -> dict[str, Any]:
     """Write ``shards/`` and ``rejected/prepare/`` into the run directory; return the counts.
 
-    Four Ray Data passes: render (materialised, it feeds the rest), one group-by for every count,
-    the rejected rows, and per split a hash sort + packing + write."""
+    Four Ray Data passes: render (materialised, it feeds the rest), one map for every count (per-block
+    counts by status, summed on the driver), the rejected rows, and per split a hash sort + packing +
+    write."""
     import ray.data
-    from ray.data.aggregate import Count, Sum
 
     from training.shards import SHARDS_FORMAT
 
@@ -188,12 +195,17 @@ def prepare(run: Any, method: str, train_files: list[str], val_files: list[str],
             val_fraction=0.0 if forced else val_fraction, forced_split=forced, width=width)))
     rendered = (parts[0] if len(parts) == 1 else parts[0].union(parts[1])).materialize()
 
-    by_status = {row["status"]: row for row in
-                 rendered.groupby("status").aggregate(Count(), Sum("truncated")).take_all()}  # a few groups
-    records = sum(int(r["count()"]) for r in by_status.values())
-    kept = {s: int(by_status.get(f"kept:{s}", {}).get("count()", 0)) for s in ("train", "val")}
-    reasons = {k: int(r["count()"]) for k, r in by_status.items() if not k.startswith("kept:")}
-    truncated = sum(int(r.get("sum(truncated)") or 0) for k, r in by_status.items() if k.startswith("kept:"))
+    # A handful of statuses: a few rows per block, added up here. A Ray Data group-by would start
+    # hash-shuffle aggregator actors for them (seconds each on a small machine).
+    by_status: dict[str, dict[str, int]] = {}
+    for row in rendered.map_batches(status_counts, batch_format="pyarrow", batch_size=None).take_all():
+        entry = by_status.setdefault(row["status"], {"count": 0, "truncated": 0})
+        entry["count"] += int(row["count"])
+        entry["truncated"] += int(row["truncated"] or 0)
+    records = sum(r["count"] for r in by_status.values())
+    kept = {s: by_status.get(f"kept:{s}", {}).get("count", 0) for s in ("train", "val")}
+    reasons = {k: r["count"] for k, r in by_status.items() if not k.startswith("kept:")}
+    truncated = sum(r["truncated"] for k, r in by_status.items() if k.startswith("kept:"))
 
     for name in (SHARDS, REJECTED):
         if run.exists(name):
