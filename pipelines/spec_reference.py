@@ -150,7 +150,24 @@ def render() -> str:
         if op.defaults_from:
             intro += f" Defaults from: {_escape(op.defaults_from)}."
         out += _section(f"`{name}`", op.Config, intro, seen=seen)
+    out += _limits()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _limits() -> list[str]:
+    from pipelines.yaml_source import MAX_DEPTH, MAX_NODES, MAX_SPEC_BYTES
+
+    return ["## Limits", "",
+            "A spec over one of these is refused as it is read, before validation, with the `file:line:column` "
+            "where the limit was crossed (exit 2); `--set` values and `${env:…}` values read as YAML have the "
+            "same limits. Real specs are far inside them (the demo spec: 8 KB, 293 values, 9 levels); they keep "
+            "an alias bomb (a kilobyte of nested anchors that would expand to billions of values) or a "
+            "runaway spec generator from taking the machine's time and memory.", "",
+            "| limit | value |", "|---|---|",
+            f"| file size | {MAX_SPEC_BYTES >> 20} MiB ({MAX_SPEC_BYTES:,} bytes) |",
+            f"| nesting depth (collections inside collections) | {MAX_DEPTH} levels |",
+            f"| values, keys included, with every alias expanded | {MAX_NODES:,} |",
+            "| an alias inside the value it names (`&a [*a]`) | refused |", ""]
 
 
 def main(argv: list[str] | None = None) -> int:

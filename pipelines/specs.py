@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from curation.ingest.base import InputConfig, registered_readers
 from curation.operator import Op, OpConfig, registered_ops
 from pipelines.errors import SpecError, SpecIssue
-from pipelines.yaml_source import Path, SourceMap, apply_overrides, load_yaml
+from pipelines.yaml_source import Path, SourceMap, apply_overrides, load_yaml, read_spec_text
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -510,7 +510,7 @@ def canonical_hash(value: Any) -> str:
 def load_spec(file: str, overrides: list[str] | None = None, env: dict[str, str] | None = None) -> LoadedSpec:
     """Read, substitute, override and validate a spec file. Raises :class:`SpecError`."""
     try:
-        text = FsPath(file).read_text(encoding="utf-8")
+        text = read_spec_text(file)
     except OSError as exc:
         raise SpecError([SpecIssue(file, None, None, "", f"cannot read the spec: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:

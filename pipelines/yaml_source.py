@@ -4,6 +4,11 @@
 composed into nodes first (still safe: only plain YAML types, no tags that construct objects), then
 turned into Python values while recording the position of every mapping key and value under its
 field path. ``${env:VAR}`` and ``${env:VAR:-default}`` are substituted in string scalars.
+
+A spec is refused, with the position and the limit, before it can cost much time or memory: larger
+than ``MAX_SPEC_BYTES``, nested deeper than ``MAX_DEPTH``, or holding more than ``MAX_NODES`` values
+once its aliases are expanded (a kilobyte of nested aliases, a "billion laughs", expands to billions).
+The same limits apply to ``--set`` values and to ``${env:...}`` values read as YAML.
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ from pipelines.errors import SpecError, SpecIssue
 Path = tuple[Any, ...]  # field path: str keys and int list indices
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
 _ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+# Far above real specs (the biggest shipped one, specs/demo.yaml: 8 KB, 293 values, 9 levels) and low
+# enough that reaching any of them costs at most a few seconds of parsing and tens of MB.
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB
+MAX_DEPTH = 64  # nested collections (and the value inside the innermost one)
+MAX_NODES = 100_000  # values, keys included, counting an alias as every value it repeats
+_TOO_DEEP = f"nesting deeper than {MAX_DEPTH} levels (the limit for a spec)"
+_TOO_BIG = f"larger than {MAX_SPEC_BYTES >> 20} MiB (the limit for a spec)"
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,105 @@ def parse_path(text: str) -> Path:
     return tuple(parts)
 
 
+class SpecLimitExceeded(Exception):
+    """A spec limit was exceeded (or, for a recursive alias, would be without end) at ``mark``, a
+    PyYAML mark (0-based line and column)."""
+
+    def __init__(self, message: str, mark: Any):
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with the limits checked as each node is composed.
+
+    Composing is cheap even for an alias bomb (an alias is composed as the anchored node itself,
+    shared); the blow-up comes when the nodes become Python values, every alias copied out. So each
+    alias counts as the expanded size of its anchored node, and the bomb is refused at the alias that
+    crosses ``MAX_NODES``, before anything is expanded. The depth check also keeps the composer's
+    recursion (one Python frame per level) far from the interpreter's limit.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded = 0  # values so far, with every alias expanded
+        self._anchored: dict[str, int] = {}  # anchor → expanded size of its node
+        self._open: set[str] = set()  # anchors whose node is still being composed
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:  # `&a [*a]` would make a value that contains itself
+                raise SpecLimitExceeded(f"alias *{event.anchor} is used inside the value it names (a recursive value)",
+                                   event.start_mark)
+            self._count(self._anchored.get(event.anchor, 1), event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise SpecLimitExceeded(_TOO_DEEP, event.start_mark)
+        before = self._expanded
+        self._count(1, event.start_mark)
+        if event.anchor is not None:
+            self._open.add(event.anchor)
+        node = super().compose_node(parent, index)
+        if event.anchor is not None:  # PyYAML refuses a duplicate anchor, so the name is unique
+            self._open.discard(event.anchor)
+            self._anchored[event.anchor] = self._expanded - before
+        self._depth -= 1
+        return node
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        # The scanner looks ahead up to 1,024 characters for a possible key at every open `[` / `{`,
+        # so a line of thousands of them is quadratic before the composer sees the first node.
+        if self.flow_level >= MAX_DEPTH:
+            raise SpecLimitExceeded(_TOO_DEEP, self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def _count(self, n: int, mark: Any) -> None:
+        self._expanded += n
+        if self._expanded > MAX_NODES:
+            raise SpecLimitExceeded(f"more than {MAX_NODES:,} values once aliases are expanded (the limit for a "
+                               "spec; an alias counts as every value it repeats)", mark)
+
+
+def compose_bounded(text: str) -> yaml.Node | None:
+    """``yaml.compose`` under the spec limits; raises :class:`SpecLimitExceeded` or a ``yaml.YAMLError``."""
+    if len(text) > MAX_SPEC_BYTES:  # characters, a cheap lower bound of the bytes
+        raise SpecLimitExceeded(_TOO_BIG, _offset_mark(text))
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def load_value(text: str) -> Any:
+    """One YAML value from the command line or the environment, under the same limits as a spec."""
+    node = compose_bounded(text)
+    return None if node is None else yaml.constructor.SafeConstructor().construct_document(node)
+
+
+def read_spec_text(file: str) -> str:
+    """The spec file's text; a file over ``MAX_SPEC_BYTES`` is refused without reading the rest of it.
+    Raises ``OSError`` and ``UnicodeDecodeError`` as reading does."""
+    with open(file, "rb") as f:
+        data = f.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        mark = _offset_mark(data[:MAX_SPEC_BYTES].decode("utf-8", errors="ignore"))
+        raise SpecError([SpecIssue(file, mark.line + 1, mark.column + 1, "",
+                                   f"refused: {_TOO_BIG}; long lists belong in files the spec names "
+                                   "(seeds_file, globs in paths)")])
+    return data.decode("utf-8")
+
+
+def _offset_mark(head: str) -> Any:
+    """Where the text goes past the size limit, as a 0-based mark."""
+    head = head[:MAX_SPEC_BYTES]
+    return yaml.Mark("", len(head), head.count("\n"), len(head) - head.rfind("\n") - 1, None, None)
+
+
 def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -137,7 +249,10 @@ class _Builder:
         # A value that is exactly one ${env:...} is re-read as YAML so `${env:WORKERS}` can be a number.
         if replaced != text and _ENV.fullmatch(text):
             try:
-                return yaml.safe_load(replaced) if replaced.strip() else replaced
+                return load_value(replaced) if replaced.strip() else replaced
+            except SpecLimitExceeded as exc:
+                self.issues.append(self.source.issue(path, f"the value of {text} is refused: {_where_in_value(exc)}"))
+                return None
             except yaml.YAMLError:
                 return replaced
         return replaced
@@ -146,7 +261,10 @@ class _Builder:
 def load_yaml(text: str, file: str, env: dict[str, str] | None = None) -> tuple[Any, SourceMap]:
     """Parse one YAML document into plain Python values plus a :class:`SourceMap`."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_bounded(text)
+    except SpecLimitExceeded as exc:
+        raise SpecError([SpecIssue(file, exc.mark.line + 1, exc.mark.column + 1, "",
+                                   f"refused: {exc.message}")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -184,7 +302,10 @@ def apply_overrides(data: Any, overrides: list[str], source: SourceMap) -> Any:
         key, raw = item.split("=", 1)
         try:
             path = parse_path(key.strip())
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_value(raw) if raw.strip() else ""
+        except SpecLimitExceeded as exc:
+            issues.append(SpecIssue("--set", None, None, key, f"refused: {_where_in_value(exc)}"))
+            continue
         except (ValueError, yaml.YAMLError) as exc:
             issues.append(SpecIssue("--set", None, None, key, f"cannot parse: {exc}"))
             continue
@@ -226,3 +347,7 @@ def apply_overrides(data: Any, overrides: list[str], source: SourceMap) -> Any:
     if issues:
         raise SpecError(issues)
     return data
+
+
+def _where_in_value(exc: SpecLimitExceeded) -> str:
+    return f"{exc.message}, at line {exc.mark.line + 1}, column {exc.mark.column + 1} of the value"
