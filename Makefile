@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test reliability cluster-test bench clean
+.PHONY: install demo test reliability cluster-test datatrove-env parity bench clean
 
 install: $(STAMP)
 
@@ -32,8 +32,9 @@ demo: install
 	$(BIN)/gristmill status runs/demo
 	@$(BIN)/python -m pipelines.demo_summary runs/demo
 
+# PYTEST_ARGS adds pytest options (.ci/run passes a long --basetemp: messages must not depend on it).
 test: install
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Kill the driver at named points and rerun, kill a Ray worker, feed broken inputs and hostile sites
 # (tests/reliability; kept out of `make test` by pyproject's addopts, run by naming the folder).
@@ -45,8 +46,25 @@ reliability: install
 cluster-test: install
 	$(BIN)/python -m pytest -q --durations=15 tests/cluster
 
+# datatrove runs in a side environment (it pins spaCy and xxhash < 4; never a Gristmill dependency):
+# the parity tests and the datatrove benchmarks run their datatrove side with its interpreter.
+DT_VENV := .venv-datatrove
+DT_STAMP := $(DT_VENV)/.installed
+datatrove-env: $(DT_STAMP)
+$(DT_STAMP): benchmarks/datatrove-requirements.txt
+	$(PYTHON) -m venv $(DT_VENV)
+	$(DT_VENV)/bin/pip install --quiet --upgrade pip
+	$(DT_VENV)/bin/pip install --quiet -r benchmarks/datatrove-requirements.txt
+	touch $(DT_STAMP)
+
+# Decisions of the quality rules against datatrove itself (skipped in `make test` without the side
+# environment; here a missing one fails). The full comparison: python -m benchmarks.quality_parity.
+parity: install datatrove-env
+	GRISTMILL_REQUIRE_DATATROVE=1 DATATROVE_PYTHON=$(CURDIR)/$(DT_VENV)/bin/python \
+		$(BIN)/python -m pytest -q -rs tests/test_quality.py -k datatrove
+
 bench: install
 	$(BIN)/python -m benchmarks.runner_overhead
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(DT_VENV) runs .pytest_cache

@@ -5,12 +5,8 @@ hashes), same machine, one run each, side by side.
 
     python -m benchmarks.dedup_vs_datatrove [--originals 6000 [24000 ...]] [--files 4] [--verify] [--json out.json]
 
-datatrove is never a dependency: it runs in ``/tmp/dt-venv`` (or ``$DATATROVE_PYTHON``), made with
-
-    python3 -m venv /tmp/dt-venv
-    /tmp/dt-venv/bin/pip install datatrove==0.10.1 spacy fasteners requests aiohttp tokenizers "xxhash<3.5" orjson
-
-(datatrove 0.10.1 hashes `str` with xxhash, which xxhash 4 refuses: "Strings must be encoded").
+datatrove is never a dependency: it runs in ``.venv-datatrove`` (``make datatrove-env``; see
+``benchmarks/peer_envs.py``).
 
 The corpus: originals of 250 words of shipped text (State of the Union, Shakespeare, Moby-Dick)
 that are not near duplicates of each other at any size (``tests.dedup_corpus.distinct_documents``),
@@ -40,9 +36,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from benchmarks.common import REPO, machine
+from benchmarks.peer_envs import DATATROVE_HOW, DATATROVE_PYTHON
 from tests.dedup_corpus import distinct_documents, edit, jaccard, shipped_word_pool
 
-DT_PYTHON = os.environ.get("DATATROVE_PYTHON", "/tmp/dt-venv/bin/python")
+DT_PYTHON = str(DATATROVE_PYTHON)
 RATES = [0.0, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3]
 
 DT_SCRIPT = r'''
@@ -202,7 +199,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     if not Path(DT_PYTHON).exists():
-        raise SystemExit(f"no datatrove environment at {DT_PYTHON} (see this module's docstring)")
+        raise SystemExit(f"no datatrove environment at {DT_PYTHON}: {DATATROVE_HOW}")
     results = []
     for originals in args.originals:
         results.append(compare(originals, args.files, args.verify))

@@ -3,14 +3,8 @@ shipped real text.
 
     python -m benchmarks.quality_parity [--show 15] [--json out.json] [--limit N]
 
-datatrove is never a dependency of Gristmill: its side runs in a separate virtual environment
-(``/tmp/dt-venv``, or ``$DATATROVE_PYTHON``) made with
-
-    python3 -m venv /tmp/dt-venv
-    /tmp/dt-venv/bin/pip install datatrove==0.10.1 spacy fasteners requests aiohttp fasttext-numpy2-wheel regex
-
-(spaCy — 3.8 here — is what datatrove tokenizes English with; the other three its asset cache needs,
-even when the asset is already there). The corpus goes
+datatrove is never a dependency of Gristmill: its side runs in a separate virtual environment,
+``.venv-datatrove`` (``make datatrove-env``; see ``benchmarks/peer_envs.py``). The corpus goes
 to a temporary JSONL file, a child process in that environment applies each filter's ``filter()`` to
 every document and writes keep/drop (and C4's rewritten text) as JSON, and this side compares. Each
 filter sees every document (they are not chained here), so every rule gets exercised. datatrove
@@ -44,9 +38,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from benchmarks.common import DATA, machine
+from benchmarks.peer_envs import DATATROVE_HOW, DATATROVE_PYTHON
 from curation.quality.c4 import LISTS_DIR
 
-DT_PYTHON = os.environ.get("DATATROVE_PYTHON", "/tmp/dt-venv/bin/python")
+DT_PYTHON = str(DATATROVE_PYTHON)
 OPS = ("gopher_quality", "gopher_repetition", "c4_quality", "c4_badwords", "fineweb_quality")
 
 # Our reason -> datatrove's, to compare *why* both sides dropped a document.
@@ -306,9 +301,7 @@ def seed_lid_cache(home: Path) -> None:
 
 def run_datatrove(docs: list[dict], mode: str, timeout: float = 3600) -> dict:
     if not Path(DT_PYTHON).exists():
-        raise SystemExit(f"no datatrove environment at {DT_PYTHON}; create it with\n"
-                         "  python3 -m venv /tmp/dt-venv && /tmp/dt-venv/bin/pip install datatrove==0.10.1 "
-                         "spacy fasteners requests aiohttp fasttext-numpy2-wheel regex\n(or point DATATROVE_PYTHON at one)")
+        raise SystemExit(f"no datatrove environment at {DT_PYTHON}: {DATATROVE_HOW}")
     with tempfile.TemporaryDirectory(prefix="dt-parity-") as tmp:
         tmp_path = Path(tmp)
         src, dst, script = tmp_path / "docs.jsonl", tmp_path / "out.json", tmp_path / "run_datatrove.py"

@@ -1,35 +1,36 @@
 """The `gristmill` command.
 
 Exit codes: 0 success; 1 the run failed (the message says why; rerun to resume); 2 the spec or the
-command line is wrong (nothing was started); 130 interrupted.
+command line is wrong, or another run holds the run directory (nothing was started); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipelines.console import CommandConsole
 from pipelines.dispatch import execute_spec
 from pipelines.errors import RunError, SpecError
 from pipelines.manifest import Manifest
 from pipelines.planner import Stage
-from pipelines.rundir import RunDir
+from pipelines.rundir import RunDir, RunDirBusy
 from pipelines.runner import Reporter
-from pipelines.specs import json_schemas, load_spec
+from pipelines.specs import LoadedSpec, json_schemas, load_spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Gristmill: declarative web data → trained language models, on Ray.")
-out = Console()
-err = Console(stderr=True)
+out = CommandConsole()
+err = CommandConsole(stderr=True)
 
 EXIT_RUN_FAILED = 1
 EXIT_SPEC_ERROR = 2
@@ -93,6 +94,26 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
     loaded = _load(spec, set_)  # every spec error is reported before Ray starts
     location = out_dir or str(Path("runs") / loaded.name)
     run_dir = RunDir.open(location)
+    with _held(run_dir, location):  # before --fresh can delete anything
+        _run(loaded, run_dir, location, address, fresh)
+
+
+@contextmanager
+def _held(run_dir: RunDir, location: str):
+    """Hold the run directory for the whole command, or exit 2 naming the run that holds it."""
+    try:
+        lock = run_dir.hold()
+    except RunDirBusy as exc:
+        err.print(f"[red]run directory in use[/]: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
+    except OSError as exc:
+        err.print(f"[red]cannot write the run directory {escape(location)}[/]: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR) from None
+    with lock:
+        yield
+
+
+def _run(loaded: LoadedSpec, run_dir: RunDir, location: str, address: Optional[str], fresh: bool) -> None:
     existing = Manifest.load(run_dir) if not fresh else None
     if existing and (existing.data.get("kind") != loaded.kind):
         err.print(f"[red]{location} holds a {existing.data.get('kind')} run; use --fresh or another --out[/]")
@@ -124,7 +145,7 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
         err.print("[yellow]interrupted[/]: rerun the same command to resume")
         raise typer.Exit(130) from None
     except (RunError, FileNotFoundError) as exc:
-        err.print(f"[red]run failed[/]: {exc}", markup=True, highlight=False)
+        err.print(f"[red]run failed[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_RUN_FAILED) from None
     finally:
         session.close()
@@ -188,7 +209,7 @@ def status(run_dir: str = typer.Argument(..., help="run directory")) -> None:
     """Show a run's stages with in / kept / rejected counts and state."""
     manifest = Manifest.load(RunDir.open(run_dir))
     if manifest is None:
-        err.print(f"[red]{run_dir} is not a run directory (no manifest.json)[/]")
+        err.print(f"[red]{escape(run_dir)} is not a run directory (no manifest.json)[/]", highlight=False)
         raise typer.Exit(EXIT_SPEC_ERROR)
     _print_status(manifest, run_dir)
 

@@ -301,13 +301,12 @@ def test_changed_stages_rerun_with_what_is_downstream_of_them(chain):
     assert new["long"]["headline"] == old["long"]["headline"]  # same documents, recomputed
 
 
-def test_status_lists_the_stages(chain, monkeypatch):
+def test_status_lists_the_stages(chain):
     """`gristmill status` in this process (a second interpreter start-up would only add time)."""
     from typer.testing import CliRunner
 
     from pipelines import cli
 
-    monkeypatch.setattr(cli.out, "width", 200)  # as a wide terminal: one table row per stage
     result = CliRunner().invoke(cli.app, ["status", str(chain["run"])])
     assert result.exit_code == 0, result.output
     out = result.output
