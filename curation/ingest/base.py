@@ -34,6 +34,19 @@ class InputConfig(BaseModel):
                              "relative to the spec file; URIs such as s3://bucket/prefix/*.jsonl.gz work too")
 
 
+# The largest record a file reader accepts by default (bytes of one JSONL line, one text line or
+# file, one Parquet text value). Beyond it a record is quarantined as `too_large`, and the line-based
+# readers stream past it without holding it, so a reader's memory follows from this cap and the batch
+# size above, never from what a file happens to contain.
+DEFAULT_MAX_RECORD_BYTES = 64 << 20
+
+
+class CappedInputConfig(InputConfig):
+    max_bytes: int = Field(DEFAULT_MAX_RECORD_BYTES, gt=0, description="the largest record in bytes "
+                           "(decompressed): larger ones are quarantined as too_large, with their size, "
+                           "instead of being read into memory")
+
+
 class InputReader:
     format: ClassVar[str]
     Config: ClassVar[type[InputConfig]] = InputConfig

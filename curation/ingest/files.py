@@ -21,8 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator, model_validator
 
-from curation.ingest.base import BATCH_BYTES, BATCH_ROWS, BatchBuilder, InputConfig, InputReader, register_reader
-from curation.ingest.streams import READ_ERRORS, Compression, UnreadableInput, iter_lines, read_at_most
+from curation.ingest.base import (BATCH_BYTES, BATCH_ROWS, BatchBuilder, CappedInputConfig, InputReader,
+                                  register_reader)
+from curation.ingest.parquet_pages import CorruptPageHeader, column_chunk_pages
+from curation.ingest.streams import (READ_ERRORS, READ_SIZE, Compression, OversizedLine, UnreadableInput,
+                                     iter_lines, read_at_most)
 from curation.operator import DOC_ID, INTERNAL_COLUMNS, REASON, REASON_DETAIL, RECORD, SOURCE, TEXT
 
 try:  # orjson is optional: several times faster than json, same results (see _parse_json).
@@ -41,7 +44,7 @@ _MISSING = object()
 # --------------------------------------------------------------------------------- shared helpers
 
 
-class RecordFieldsConfig(InputConfig):
+class RecordFieldsConfig(CappedInputConfig):
     """Where a structured record keeps its text and metadata. Shared by ``jsonl`` and ``parquet``."""
 
     text_field: str = Field("text", min_length=1, description="field holding the document text")
@@ -91,6 +94,10 @@ def _lookup(obj: dict, path: str) -> Any:
     return node
 
 
+def _over_cap(what: str, size: int, cap: int) -> str:
+    return f"{what} of {size:,} bytes is over max_bytes={cap:,}"
+
+
 def _is_valid_unicode(*values: Any) -> bool:
     """False if a string holds a lone surrogate (JSON allows the escape ``\\ud800``; UTF-8 does not)."""
     try:
@@ -136,7 +143,7 @@ class JsonlReader(InputReader):
     produce no row, but still count as lines. A UTF-8 byte-order mark on the first line is ignored.
     Quarantine reasons: ``invalid_utf8``, ``invalid_json``, ``not_an_object``, ``missing_field`` (text
     absent or null), ``wrong_type`` (text not a string), ``empty_text`` (empty or whitespace only),
-    and ``unreadable_file`` (cannot be opened, or the stream breaks: that row sits at the line where
+    ``too_large`` (a line over ``max_bytes``: read through, never held), and ``unreadable_file`` (cannot be opened, or the stream breaks: that row sits at the line where
     it broke and reading stops; rows before it are kept).
     """
 
@@ -147,12 +154,15 @@ class JsonlReader(InputReader):
         cfg: JsonlConfig = self.config  # type: ignore[assignment]
         builder = BatchBuilder(path, file_index, cfg.extra_columns())
         try:
-            for record, raw in iter_lines(filesystem, path, cfg.compression):
-                if not raw.strip():
+            for record, raw in iter_lines(filesystem, path, cfg.compression, cfg.max_bytes):
+                if isinstance(raw, OversizedLine):
+                    builder.quarantine(record, "too_large", _over_cap("line", raw.size, cfg.max_bytes))
+                elif not raw.strip():
                     continue
-                if record == 0 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
-                self._add_line(builder, record, raw)
+                else:
+                    if record == 0 and raw.startswith(codecs.BOM_UTF8):
+                        raw = raw[len(codecs.BOM_UTF8):]
+                    self._add_line(builder, record, raw)
                 if builder.full():
                     yield builder.flush()
         except UnreadableInput as exc:
@@ -214,6 +224,10 @@ class ParquetConfig(RecordFieldsConfig):
     """Field names are whole top-level column names (a dot is part of the name, not a path)."""
 
     format: Literal["parquet"]
+    max_page_bytes: int = Field(256 << 20, gt=0, description="the largest Parquet page (uncompressed) "
+                                "the reader decodes: a row group with a larger page in a column it reads "
+                                "is quarantined row by row as too_large without being decoded. A page is "
+                                "decoded whole, so this (not max_bytes) bounds a Parquet reader's memory")
 
 
 def _is_string_type(t: pa.DataType) -> bool:
@@ -237,8 +251,16 @@ class ParquetReader(InputReader):
     ``record`` is the row position in the file. Field names are top-level column names. Quarantine
     reasons: ``missing_column`` / ``wrong_type`` (the text column is absent or not a string column:
     one row at record 0 for the whole file), ``missing_field`` (null text), ``empty_text``
-    (empty or whitespace only) and ``unreadable_file`` (not Parquet, or corrupt where it broke).
-    A url column that is not a string column gives a null ``url``, like a non-string JSON url.
+    (empty or whitespace only), ``too_large`` (text over ``max_bytes``) and ``unreadable_file`` (not
+    Parquet, or corrupt where it broke). A url column that is not a string column gives a null
+    ``url``, like a non-string JSON url.
+
+    Memory: column chunks are streamed (buffered reads, not whole chunks), and each row group is read
+    in batches sized from its metadata so that a batch holds about BATCH_BYTES of the wanted columns
+    however large the documents are. A page is decoded whole and its size is the writer's choice, so
+    pages are checked first (:mod:`curation.ingest.parquet_pages`): a row group with a page over
+    ``max_page_bytes`` is quarantined row by row (``too_large``) without being decoded. A value over
+    ``max_bytes`` in a page within that bound is decoded, then quarantined with its size.
     """
 
     format = "parquet"
@@ -257,7 +279,7 @@ class ParquetReader(InputReader):
             return
         with source:
             try:
-                parquet = pq.ParquetFile(source)
+                parquet = pq.ParquetFile(source, buffer_size=READ_SIZE)
             except READ_ERRORS as exc:
                 builder.quarantine(0, "unreadable_file", f"{type(exc).__name__}: {exc}")
                 yield builder.flush()
@@ -274,7 +296,20 @@ class ParquetReader(InputReader):
             # Row group by row group: a batch never spans two groups, so a corrupt group costs only
             # its own rows and the quarantine row sits where the damage starts.
             for group in range(parquet.num_row_groups):
-                batches = parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=columns)
+                row_group = parquet.metadata.row_group(group)
+                try:
+                    oversized = _oversized_page(source, row_group, columns, cfg.max_page_bytes)
+                except (CorruptPageHeader, *READ_ERRORS) as exc:
+                    builder.quarantine(offset, "unreadable_file", f"{type(exc).__name__}: {exc}")
+                    yield builder.flush()
+                    return
+                if oversized:
+                    yield from _quarantine_rows(out_schema, path, file_index, offset, row_group.num_rows,
+                                                "too_large", f"row group {group}: {oversized}; its rows are not read")
+                    offset += row_group.num_rows
+                    continue
+                batch_rows = _rows_per_batch(row_group, columns)
+                batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
                 while True:
                     try:
                         batch = next(batches)
@@ -305,11 +340,20 @@ class ParquetReader(InputReader):
             raise ValueError(f"{path}: row {offset + n - 1} does not fit in the 32 bits of a doc_id")
         text = batch.column(cfg.text_field).cast(pa.string())
         is_null = pc.is_null(text)
-        is_blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text))
+        length = pc.binary_length(text)
+        is_blank = pc.or_(pc.equal(length, 0), pc.utf8_is_space(text))
+        is_large = pc.greater(length, cfg.max_bytes)
         null_str = pa.scalar(None, pa.string())
-        reason = pc.if_else(is_null, "missing_field", pc.if_else(is_blank, "empty_text", null_str))
+        reason = pc.if_else(is_null, "missing_field", pc.if_else(is_large, "too_large",
+                                                                 pc.if_else(is_blank, "empty_text", null_str)))
+        large_detail = null_str
+        if pc.any(is_large).as_py():
+            large_detail = pa.array([_over_cap("value", n, cfg.max_bytes) if n is not None and n > cfg.max_bytes
+                                     else None for n in length.to_pylist()], pa.string())
         detail = pc.if_else(is_null, f"column {cfg.text_field!r} is null",
-                            pc.if_else(is_blank, f"column {cfg.text_field!r} is empty or only whitespace", null_str))
+                            pc.if_else(is_large, large_detail,
+                                       pc.if_else(is_blank, f"column {cfg.text_field!r} is empty or only whitespace",
+                                                  null_str)))
         records = np.arange(offset, offset + n, dtype=np.int64)
         columns = {
             DOC_ID: pa.array(records + (file_index << 32)),
@@ -337,10 +381,50 @@ class ParquetReader(InputReader):
             yield table.slice(start, step)
 
 
+def _oversized_page(source: Any, row_group: Any, columns: list[str], cap: int) -> str | None:
+    """Why a row group cannot be read within ``cap`` bytes per page, or None. Page headers are walked
+    only for column chunks that could hold such a page (uncompressed size over the cap)."""
+    wanted = set(columns)
+    for i in range(row_group.num_columns):
+        chunk = row_group.column(i)
+        if chunk.path_in_schema.split(".")[0] not in wanted or chunk.total_uncompressed_size <= cap:
+            continue
+        for page in column_chunk_pages(source, chunk):
+            if page.uncompressed_size > cap:
+                return (f"a page of {page.uncompressed_size:,} bytes in column {chunk.path_in_schema!r} is over "
+                        f"max_page_bytes={cap:,}")
+    return None
+
+
+def _quarantine_rows(schema: pa.Schema, path: str, file_index: int, start: int, count: int, reason: str,
+                     detail: str) -> Iterator[pa.Table]:
+    """Rows ``start .. start+count-1`` of a file as quarantined rows (every input row is accounted for)."""
+    for first in range(start, start + count, BATCH_ROWS):
+        n = min(BATCH_ROWS, start + count - first)
+        records = np.arange(first, first + n, dtype=np.int64)
+        columns = {DOC_ID: pa.array(records + (file_index << 32)), SOURCE: pa.repeat(pa.scalar(path, pa.string()), n),
+                   RECORD: pa.array(records), REASON: pa.repeat(pa.scalar(reason, pa.string()), n),
+                   REASON_DETAIL: pa.repeat(pa.scalar(detail, pa.string()), n)}
+        yield pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
+
+
+def _rows_per_batch(row_group: Any, columns: list[str]) -> int:
+    """Rows per batch so that one batch decodes to about BATCH_BYTES of the wanted columns, from the
+    row group's metadata (uncompressed sizes): many small documents read BATCH_ROWS at a time, a
+    group of large ones a few at a time."""
+    wanted = set(columns)
+    nbytes = sum(row_group.column(i).total_uncompressed_size for i in range(row_group.num_columns)
+                 if row_group.column(i).path_in_schema.split(".")[0] in wanted)
+    rows = row_group.num_rows
+    if rows <= 0 or nbytes <= 0:
+        return BATCH_ROWS
+    return max(1, min(BATCH_ROWS, BATCH_BYTES * rows // nbytes))
+
+
 # ------------------------------------------------------------------------------------------- text
 
 
-class TextConfig(InputConfig):
+class TextConfig(CappedInputConfig):
     format: Literal["text"]
     mode: Literal["file", "line"] = Field("file", description="file: each file is one document; "
                                           "line: each non-blank line is one document")
@@ -348,8 +432,6 @@ class TextConfig(InputConfig):
                           "the byte 0x0A (UTF-8, Latin-1, cp1252, ...)")
     errors: Literal["strict", "replace"] = Field("strict", description="strict: undecodable documents "
                                                   "are quarantined; replace: bad bytes become U+FFFD")
-    max_bytes: int = Field(64 << 20, gt=0, description="file mode: larger (decompressed) files are "
-                           "quarantined as too_large instead of being read")
     compression: Compression = Field("auto", description="auto: from the extension (.gz, .zst)")
 
     @field_validator("encoding")
@@ -376,7 +458,8 @@ class TextReader(InputReader):
     each non-blank line is a document whose ``record`` is its 0-based line number (line endings are
     removed, whitespace-only lines give no row). Quarantine reasons: ``invalid_utf8`` (or
     ``invalid_encoding`` for other codecs) with ``errors: strict``, ``empty_text``, ``too_large``
-    (file mode, over ``max_bytes``), ``unreadable_file``.
+    (over ``max_bytes``: in file mode the file, read no further than the cap; in line mode a line,
+    read through and never held), ``unreadable_file``.
     """
 
     format = "text"
@@ -389,8 +472,11 @@ class TextReader(InputReader):
             self._read_whole(builder, path, filesystem)
         else:
             try:
-                for record, raw in iter_lines(filesystem, path, cfg.compression):
-                    self._add(builder, record, raw.rstrip(b"\r\n"))
+                for record, raw in iter_lines(filesystem, path, cfg.compression, cfg.max_bytes):
+                    if isinstance(raw, OversizedLine):
+                        builder.quarantine(record, "too_large", _over_cap("line", raw.size, cfg.max_bytes))
+                    else:
+                        self._add(builder, record, raw.rstrip(b"\r\n"))
                     if builder.full():
                         yield builder.flush()
             except UnreadableInput as exc:
@@ -406,7 +492,8 @@ class TextReader(InputReader):
             builder.quarantine(0, "unreadable_file", exc.detail)
             return
         if len(data) > cfg.max_bytes:
-            builder.quarantine(0, "too_large", f"file holds more than max_bytes={cfg.max_bytes} bytes")
+            builder.quarantine(0, "too_large", f"file holds more than max_bytes={cfg.max_bytes} bytes "
+                               "(not read further)")
             return
         self._add(builder, 0, data, whole_file=True)
 
