@@ -3,22 +3,31 @@
 Everything a later stage or a resumed run trusts is written atomically: to a temporary name first,
 then renamed (or, on object stores, committed by the manifest). Half-written files keep their
 ``.tmp-`` names and are swept away on the next start.
+
+One run at a time: ``gristmill run`` holds a local run directory with :meth:`RunDir.hold` while it
+works, so a second run into it is refused instead of interleaving with the first.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import posixpath
+import shlex
+import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 TMP_MARK = ".tmp-"
+LOCK_FILE = "_run.lock"  # in the run directory's root: the lock, and who holds it
 
 
 def open_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -26,8 +35,6 @@ def open_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if "://" in location:
         fs, path = pafs.FileSystem.from_uri(location)
         return fs, path.rstrip("/")
-    import os
-
     return pafs.LocalFileSystem(), os.path.abspath(location)
 
 
@@ -116,8 +123,83 @@ class RunDir:
         return n
 
     def clear(self) -> None:
-        if self.exists():
-            self.fs.delete_dir_contents(self.root, missing_dir_ok=True)
+        """Delete everything in the run directory but its lock file: the run clearing it holds that lock,
+        and a new file would be a new lock, free for a second run to take."""
+        if not self.exists():
+            return
+        for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
+            if posixpath.basename(info.path) == LOCK_FILE:
+                continue
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(info.path)
+            else:
+                self.fs.delete_file(info.path)
+
+    # ---------------------------------------------------------------- one run at a time
+
+    def hold(self, command: str | None = None) -> "RunLock":
+        """Take this run directory for the calling process, or raise :class:`RunDirBusy` naming the live
+        process that has it. Only ``gristmill run`` calls this, once, for the directory it was given; the
+        stages of a pipeline run inside that directory, in the same process, and Ray workers never lock.
+
+        Local directories: an exclusive ``flock`` on ``_run.lock``, which the kernel drops when the
+        holder's process ends, however it ends, so a killed run never blocks the next one. Object-store
+        directories (``s3://`` …) are not locked: a lock object there would outlive a killed holder, and
+        telling a dead holder from a slow one needs a heartbeat this does not have (see the README).
+        """
+        if "://" in self.location:
+            return RunLock(None)
+        self.makedirs()
+        handle = open(os.path.join(self.root, LOCK_FILE), "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read()
+            handle.close()
+            raise RunDirBusy(self.location, holder) from None
+        except BaseException:
+            handle.close()
+            raise
+        handle.truncate(0)  # "a+" appends, so after the truncation the record starts at 0
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
+                                 "command": command or shlex.join(sys.argv)}) + "\n")
+        handle.flush()
+        return RunLock(handle)
+
+
+class RunDirBusy(Exception):
+    """Another live process holds the run directory; the message names it."""
+
+    def __init__(self, location: str, holder_record: str):
+        try:
+            holder = json.loads(holder_record)
+            who = (f"pid {holder['pid']} on {holder['host']}, started {holder['started']}, "
+                   f"command: {holder['command']}")
+        except (ValueError, TypeError, KeyError):  # it has the lock but has not written its record yet
+            who = "a process that has not recorded itself yet"
+        super().__init__(f"{location} is in use by another run ({who}); wait for it to end or stop it, "
+                         "or give this run another --out")
+
+
+class RunLock:
+    """The hold :meth:`RunDir.hold` took; released by :meth:`release`, leaving the block, or the
+    process ending. The lock file stays (deleting it would let two runs lock two different files)."""
+
+    def __init__(self, handle: IO[str] | None):
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.truncate(0)  # the record names a live holder only
+            self._handle.close()  # closing drops the flock
+            self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
