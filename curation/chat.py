@@ -277,6 +277,8 @@ class FormatChat(RowOp):
     """Render conversations with a chat template into `text`; mark the assistant's character spans."""
 
     name = "format_chat"
+    memory = ("per conversation: its messages and the rendered text (a few times the conversation); the Jinja "
+              "template once per worker; not measured")
     Config = FormatChatConfig
     defaults_from = "sandboxed Jinja as HF transformers' apply_chat_template; ChatML-style default template"
 

@@ -209,6 +209,8 @@ class Decontaminate(RowOp):
     """Drop documents sharing a word n-gram (13 by default) with ARC-Easy, PIQA or LAMBADA items."""
 
     name = "decontaminate"
+    memory = ("the eval items' n-gram hashes once per worker (8 bytes each plus a task mask: 2.4 MB for the "
+              "shipped tasks); per document its n-gram hashes (8 bytes per word) and normalised words; not measured")
     Config = DecontaminateConfig
     defaults_from = ("13-gram overlap, lower-cased, punctuation removed, whitespace-split "
                      "(GPT-3; lm-eval-harness janitor); items shorter than n skipped as in the janitor")

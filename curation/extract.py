@@ -107,6 +107,8 @@ class Extract(RowOp):
     """HTML → main text (trafilatura or resiliparse) in a sandboxed child process; text/plain decoded."""
 
     name = "extract"
+    memory = ("per document: the HTML body, at most max_bytes, parsed in a child process whose address space is "
+              "capped at max_memory_mb; in the worker ~1.2x the body; per block ~0.3x")
     Config = ExtractConfig
     defaults_from = ("trafilatura precision mode without comments, as FineWeb ran it (datatrove); "
                      "resiliparse main_content as DCLM; no dedup or fallback inside the extractor")

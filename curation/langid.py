@@ -146,6 +146,7 @@ class LangId(RowOp):
     """Identify each document's language with fastText lid.176; optionally keep only some languages."""
 
     name = "langid"
+    memory = ("the lid.176 model once per worker (~1 MiB); per document ~10x its text; per block ~4x")
     Config = LangIdConfig
     resources = Resources(actor=True)
     defaults_from = "fastText lid.176 with min_score 0.65 (FineWeb, DCLM); newline→space before predict"

@@ -51,6 +51,7 @@ class LengthFilter(RowOp):
     """Drop documents with too few or too many characters or words; annotate every row with both."""
 
     name = "length_filter"
+    memory = ("per document ~12x its text (str.split word count); per block ~0.3x")
     Config = LengthFilterConfig
     defaults_from = "no bounds by default (annotate only); Gopher's 50-100,000 words live in gopher_quality"
 

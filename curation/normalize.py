@@ -99,6 +99,7 @@ class Normalize(RowOp):
     """Repair mojibake, remove control characters, Unicode-normalise and collapse whitespace."""
 
     name = "normalize"
+    memory = ("per document ~10x its text (ftfy and Unicode normalisation copies); per block ~4x")
     Config = NormalizeConfig
     defaults_from = "ftfy settings of datatrove's FTFYFormatter; newline collapsing of NeMo Curator's NewlineNormalizer"
 

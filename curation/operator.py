@@ -78,6 +78,9 @@ class Op:
     resources: ClassVar[Resources] = Resources()
     # Where the defaults come from (a paper, a published pipeline); shown by `gristmill schema`.
     defaults_from: ClassVar[str] = ""
+    # What the op holds per document and per block (the spec reference's "Memory" lines). Row ops'
+    # multipliers are measured by benchmarks/op_memory.py: peak growth over the text's bytes.
+    memory: ClassVar[str] = ""
 
     def __init__(self, config: OpConfig, step_label: str | None = None):
         self.config = config

@@ -24,6 +24,8 @@ class Shuffle(GlobalOp):
     """Randomly permute all documents (a global Ray Data shuffle)."""
 
     name = "shuffle"
+    memory = ("Ray Data's random shuffle: blocks in the object store, spilled to disk beyond it; a worker holds "
+              "a few blocks")
     Config = ShuffleConfig
 
     def apply(self, ds: Any, context: GlobalContext) -> Any:

@@ -149,9 +149,33 @@ def render() -> str:
         intro = f"*{kind}* op, runs as {resources}. {_first_paragraph(op.__doc__)}"
         if op.defaults_from:
             intro += f" Defaults from: {_escape(op.defaults_from)}."
+        intro += f" Memory: {_escape(op.memory)}."
         out += _section(f"`{name}`", op.Config, intro, seen=seen)
+    out += _memory()
     out += _limits()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _memory() -> list[str]:
+    from curation.ingest.base import BATCH_BYTES, BATCH_ROWS, DEFAULT_MAX_RECORD_BYTES
+    from curation.ingest.files import ParquetConfig
+    from curation.ingest.warc import ArchiveConfig
+
+    body = ArchiveConfig.model_fields["max_body_bytes"].default
+    page = ParquetConfig.model_fields["max_page_bytes"].default
+    return ["## Memory", "",
+            "What a curate run holds is set by configuration, never by what the input contains. Readers "
+            "quarantine a record over its cap as `too_large` (with its size): "
+            f"`max_bytes` ({DEFAULT_MAX_RECORD_BYTES >> 20} MiB) for a JSONL line, a text line or file (streamed "
+            f"past, never held) and a Parquet value; `max_body_bytes` ({body >> 20} MiB) for a WARC/WET/ARC body "
+            f"(skipped unread); a Parquet row group with a page over `max_page_bytes` ({page >> 20} MiB) is not "
+            "decoded, so no Parquet value costs more than that. Readers cut blocks of at most {BATCH_ROWS:,} "
+            f"rows or about {BATCH_BYTES >> 20} MiB of text (plus the record that crossed it); row ops keep or "
+            "shrink them. Each op's *Memory* line above says what it holds on top of its input: row ops as a "
+            "multiple of the document's text (one document of 16 MiB) and of a block (16 MiB of 2-40 KB "
+            "documents), measured by `python -m benchmarks.op_memory`; global and sink ops by their settings. "
+            "A worker's peak is about its interpreter and libraries (~200 MiB), the models its ops load, the "
+            "blocks it holds, and the largest per-document multiple times the record cap.", ""]
 
 
 def _limits() -> list[str]:

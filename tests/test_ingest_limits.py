@@ -18,9 +18,9 @@ import zstandard
 from tests.memory_ceiling import run_bounded
 
 MIB = 1 << 20
-DEFAULT_CAP = 64 * MIB
+from curation.ingest.base import DEFAULT_MAX_RECORD_BYTES as DEFAULT_CAP  # noqa: E402
 # A fresh interpreter with pyarrow and the readers imported is ~110 MiB here; the readers may add
-# their record cap (64 MiB by default) a few times over, never the size of the oversized record.
+# their record cap (16 MiB by default) a few times over, never the size of the oversized record.
 CEILING_MIB = 600
 
 

@@ -24,3 +24,10 @@ def test_reference_lists_every_kind_format_and_op():
         assert f"### `{op}`" in text
     # Field descriptions come from the models themselves.
     assert "fewest words (punctuation-only words not counted)" in text
+
+
+def test_every_op_states_what_it_holds():
+    from curation.operator import registered_ops
+
+    silent = [name for name, op in registered_ops().items() if not op.memory.strip()]
+    assert not silent, f"ops without a `memory` statement (per document and per block): {silent}"

@@ -192,6 +192,8 @@ class QualityClassifier(RowOp):
     """Score each document with a fastText classifier (P(label)); optionally keep score ≥ min_score."""
 
     name = "quality_classifier"
+    memory = ("the fastText model once per worker (its file size); per document and block as `toxicity` (the same "
+              "text preparation and predict; not measured apart)")
     Config = QualityClassifierConfig
     resources = Resources(actor=True)
     defaults_from = ("DCLM (Li et al. 2024): fastText bigram classifier, positives = curated reference "
@@ -352,6 +354,8 @@ class Toxicity(RowOp):
     """
 
     name = "toxicity"
+    memory = ("the fastText model once per worker (the default: ~8 MiB); per document ~17x its text (text "
+              "preparation, tokens); per block ~3.5x")
     Config = ToxicityConfig
     resources = Resources(actor=True)
     defaults_from = ("fastText trained on Davidson et al. 2017 (hate + offensive → toxic), drop when "

@@ -105,6 +105,9 @@ class ExactDedup(GlobalOp):
     """Remove documents whose normalised text is identical to a kept one."""
 
     name = "exact_dedup"
+    memory = ("a 128-bit key, doc_id and file per document (~40 bytes) in the keys round; grouping in one task "
+              "holds every key row up to local_max_rows (5 M: ~200 MB), beyond it Ray's hash shuffle (object "
+              "store, spills to disk)")
     Config = ExactDedupConfig
     defaults_from = "normalise-then-hash exact dedup as in CCNet and datatrove's ExactDedup; xxh3-128 keys"
     reason = "exact_duplicate"

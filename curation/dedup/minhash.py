@@ -184,6 +184,10 @@ class MinHashDedup(GlobalOp):
     """Remove near-duplicate documents (MinHash LSH, connected components), keeping one per cluster."""
 
     name = "minhash_dedup"
+    memory = ("per document its shingle hashes (8 bytes per token) and one permutation block (~4 MiB); per "
+              "document kept: bands x rows x 8 bytes of signature (896 B by default); LSH in one task up to "
+              "local_max_band_rows band rows (5 M), union-find up to local_max_edges edges (5 M); beyond, Ray "
+              "shuffles (object store, spills to disk)")
     Config = MinHashDedupConfig
     defaults_from = "FineWeb MinHash: word 5-grams, 14 bands x 8 rows, 64-bit hashes; Kiveris et al. 2014 components"
     reason = "near_duplicate"

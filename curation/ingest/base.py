@@ -37,8 +37,10 @@ class InputConfig(BaseModel):
 # The largest record a file reader accepts by default (bytes of one JSONL line, one text line or
 # file, one Parquet text value). Beyond it a record is quarantined as `too_large`, and the line-based
 # readers stream past it without holding it, so a reader's memory follows from this cap and the batch
-# size above, never from what a file happens to contain.
-DEFAULT_MAX_RECORD_BYTES = 64 << 20
+# size above, never from what a file happens to contain. 16 MiB: far above any document worth
+# training on (Gopher keeps at most 100,000 words, ~0.6 MB), and the filters hold up to ~33x a
+# document while they judge it (the ops' `memory`), so this cap bounds them at ~0.5 GiB per row.
+DEFAULT_MAX_RECORD_BYTES = 16 << 20
 
 
 class CappedInputConfig(InputConfig):

@@ -70,6 +70,7 @@ class C4Quality(RowOp):
     """
 
     name = "c4_quality"
+    memory = ("per document ~7x its text (lines and their words); per block ~2.3x")
     Config = C4QualityConfig
     defaults_from = ("C4 (Raffel et al. 2020, sec. 2.2) and TFDS c4_utils: lines need terminal punctuation "
                      "and >= 3 words, no javascript/policy lines, no word > 1000 chars; documents need >= 5 "
@@ -226,6 +227,7 @@ class C4BadWords(RowOp):
     """
 
     name = "c4_badwords"
+    memory = ("per document ~7x its text (its word list); per block ~0.3x")
     Config = C4BadWordsConfig
     defaults_from = ("C4 (Raffel et al. 2020, sec. 2.2): drop pages with any word from the List of Dirty, "
                      "Naughty, Obscene or Otherwise Bad Words; keep_fraction 0; as datatrove 0.10.1 "

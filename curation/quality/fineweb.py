@@ -49,6 +49,7 @@ class FineWebQuality(RowOp):
     """
 
     name = "fineweb_quality"
+    memory = ("per document ~15x its text (lines and words); per block ~1.9x")
     Config = FineWebQualityConfig
     defaults_from = ("FineWeb (Penedo et al. 2024, additional heuristic filters): line punctuation >= 0.12, short lines (<= 30 "
                      "chars) <= 0.67, duplicated-line chars <= 0.01, newlines per word <= 0.3; as datatrove "

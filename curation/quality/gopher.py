@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from curation.operator import Decision, OpConfig, RowOp, register_op, set_column
 from curation.quality.text_stats import (duplicate_ngram_chars, duplicates, first_failure, is_symbol_word,
-                                         ngram_ids, ngram_window_sums, texts_of, top_ngram_chars)
+                                         iter_ngram_ids, ngram_window_sums, texts_of, top_ngram_chars)
 from curation.quality.words import LONG_CHUNK, english_words
 
 # Gopher's stop words (Rae et al. 2021, appendix A): a document needs at least two of them.
@@ -69,6 +69,7 @@ class GopherQuality(RowOp):
     """
 
     name = "gopher_quality"
+    memory = ("per document ~24x its text (its word list as Python strings); per block ~2.5x")
     Config = GopherQualityConfig
     defaults_from = ("Gopher (Rae et al. 2021, appendix A): 50-100,000 words, mean word length 3-10, "
                      "symbol/word <= 0.1, bullet lines <= 0.9, ellipsis lines <= 0.3, >= 80% alphabetic "
@@ -205,16 +206,15 @@ def repetition_stats(words: list[str], text_len: int, top_ns: list[int], dup_ns:
     vocab: dict[str, int] = {}
     ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
     lengths = np.fromiter((len(w) for w in vocab), np.int64, len(vocab))[ids]
-    grams = ngram_ids(ids, max(top_ns + dup_ns, default=1))
-    top = []
-    for n in top_ns:
-        # the n-gram's text is its words joined by single spaces
-        top.append(top_ngram_chars(grams[n], ngram_window_sums(lengths, n) + (n - 1)) / text_len)
-    dup = []
-    for n in dup_ns:
-        # repeated n-grams are measured without the spaces between their words
-        dup.append(duplicate_ngram_chars(grams[n], ngram_window_sums(lengths, n), n) / text_len)
-    return top, dup
+    del vocab
+    top: dict[int, float] = {}
+    dup: dict[int, float] = {}
+    for n, grams in iter_ngram_ids(ids, max(top_ns + dup_ns, default=1)):
+        if n in top_ns:  # the n-gram's text is its words joined by single spaces
+            top[n] = top_ngram_chars(grams, ngram_window_sums(lengths, n) + (n - 1)) / text_len
+        if n in dup_ns:  # repeated n-grams are measured without the spaces between their words
+            dup[n] = duplicate_ngram_chars(grams, ngram_window_sums(lengths, n), n) / text_len
+    return [top[n] for n in top_ns], [dup[n] for n in dup_ns]
 
 
 @register_op
@@ -235,6 +235,7 @@ class GopherRepetition(RowOp):
     """
 
     name = "gopher_repetition"
+    memory = ("per document ~33x its text (words, then one n-gram id level at a time); per block ~1.2x")
     Config = GopherRepetitionConfig
     defaults_from = ("Gopher (Rae et al. 2021, table A1): duplicate line/paragraph fraction 0.30/0.30, by "
                      "characters 0.20/0.20; top 2/3/4-gram 0.20/0.18/0.16; duplicate 5..10-grams "
@@ -251,13 +252,16 @@ class GopherRepetition(RowOp):
             if not text:
                 rows.append(None)
                 continue
+            # one split of the text alive at a time: a long document costs its largest, not their sum
             paragraphs = _PARAGRAPH_BREAK.split(text.strip())
-            para_dups, para_chars = duplicates(paragraphs)
+            para_dups, para_chars, n_paragraphs = *duplicates(paragraphs), len(paragraphs)
+            del paragraphs
             lines = _LINE_BREAK.split(text)
-            line_dups, line_chars = duplicates(lines)
+            line_dups, line_chars, n_lines = *duplicates(lines), len(lines)
+            del lines
             top, dup = repetition_stats(words_of(text), len(text), top_ns, dup_ns)
-            rows.append([para_dups / len(paragraphs), para_chars / len(text),
-                         line_dups / len(lines), line_chars / len(text), *top, *dup])
+            rows.append([para_dups / n_paragraphs, para_chars / len(text),
+                         line_dups / n_lines, line_chars / len(text), *top, *dup])
         thresholds = ([cfg.dup_para_frac, cfg.dup_para_char_frac, cfg.dup_line_frac, cfg.dup_line_char_frac]
                       + [cfg.top_n_grams[n] for n in top_ns] + [cfg.dup_n_grams[n] for n in dup_ns])
         reasons = (["dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac"]

@@ -7,7 +7,7 @@ The character sets restate the ones datatrove 0.10.1 uses (``datatrove.utils.tex
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -51,19 +51,27 @@ def duplicates(items: Iterable[str]) -> tuple[int, int]:
 
 # --- n-gram repetition (Gopher, Rae et al. 2021, table A1) ----------------------------------------
 
-def ngram_ids(word_ids: np.ndarray, n_max: int) -> list[np.ndarray]:
-    """``out[n]`` gives every n-gram of ``word_ids`` (n = 1..n_max) a dense id: equal ids exactly when
-    the n-grams are equal (pairs are re-labelled level by level, so nothing can collide)."""
-    out: list[np.ndarray] = [np.empty(0, np.int64), word_ids]
+def iter_ngram_ids(word_ids: np.ndarray, n_max: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(n, ids)`` for n = 1..n_max, where ``ids`` gives every n-gram of ``word_ids`` a dense id:
+    equal ids exactly when the n-grams are equal (pairs are re-labelled level by level, so nothing
+    can collide). One level at a time: a caller that drops each level before the next holds two
+    arrays of the document's word count, not n_max of them."""
+    if n_max >= 1:
+        yield 1, word_ids
     prev = word_ids
     for n in range(2, n_max + 1):
         if len(word_ids) < n:
-            out.append(np.empty(0, np.int64))
+            yield n, np.empty(0, np.int64)
             continue
         pair = prev[:-1] * (len(word_ids) + 1) + word_ids[n - 1:]
         _, prev = np.unique(pair, return_inverse=True)
-        out.append(prev)
-    return out
+        del pair
+        yield n, prev
+
+
+def ngram_ids(word_ids: np.ndarray, n_max: int) -> list[np.ndarray]:
+    """Every level of :func:`iter_ngram_ids` at once: ``out[n]`` (``out[0]`` is empty)."""
+    return [np.empty(0, np.int64)] + [ids for _, ids in iter_ngram_ids(word_ids, n_max)]
 
 
 def top_ngram_chars(ids: np.ndarray, char_len: np.ndarray) -> int:

@@ -182,6 +182,8 @@ class TrainTokenizerOp(SinkOp):
     """Train a byte-level BPE tokenizer on a sample of the kept documents (tokenizer/tokenizer.json)."""
 
     name = "train_tokenizer"
+    memory = ("at most sample_chars characters (200 M) of sampled text fed to the trainer, which holds word "
+              "counts of that sample (a few times its size)")
     Config = TrainTokenizerStepConfig
     defaults_from = "GPT-2 byte-level BPE (Radford et al. 2019); HF tokenizers BpeTrainer"
 
@@ -204,6 +206,8 @@ class TokenizeOp(SinkOp):
     """Encode, pack and shuffle the kept documents into train / val token shards (shards/)."""
 
     name = "tokenize"
+    memory = ("per encoding actor one packing group: about group_mb (64 MB) of text, its token ids (4 bytes "
+              "per token) and the packed rows; encode_batch sees batch_docs documents at a time")
     Config = TokenizeConfig
     defaults_from = "GPT-2 / nanoGPT packing: EOS-separated documents cut into seq_len + 1 token rows"
 

@@ -23,7 +23,8 @@ PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\nstream
 PROSE = ("The whale surfaced near the ship and the crew watched it for a long time before the captain "
          "gave the order to lower the boats into the grey water of the morning. ")
 HTML = ("<html><head><title>t</title></head><body><article><p>" + PROSE * 4 + "</p></article></body></html>").encode()
-BIG_DOC_MB = 50
+BIG_DOC_MB = 12  # under the readers' 16 MiB record cap: read whole
+OVER_CAP_MB = 20  # over it: quarantined as too_large, never held
 
 
 @dataclass
@@ -133,6 +134,9 @@ def write_corpus(root: Path) -> list[Case]:
     big = ("word " * ((BIG_DOC_MB << 20) // 5))[: BIG_DOC_MB << 20]
     add(f"a {BIG_DOC_MB} MB document", "jsonl", "big.jsonl", lines(json.dumps({"text": big}).encode(), good),
         {None, "too_many_chars"})
+    over = ("word " * ((OVER_CAP_MB << 20) // 5))[: OVER_CAP_MB << 20]
+    add(f"a {OVER_CAP_MB} MB document (over the record cap)", "jsonl", "over-cap.jsonl.gz",
+        gzip.compress(lines(good, json.dumps({"text": over}).encode(), good), 1), {None, "too_large"})
 
     # ------------------------------------------------------------------ Parquet (format: parquet)
     def parquet(table: pa.Table) -> bytes:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from curation.ingest.base import DEFAULT_MAX_RECORD_BYTES
 from pipelines.errors import SpecError
 from pipelines.specs import load_spec
 from tests.helpers import all_ids, kept_ids, manifest, read_dir, rejected_tables
-from tests.reliability.bad_corpus import BIG_DOC_MB, symlink_loop, write_corpus
+from tests.reliability.bad_corpus import BIG_DOC_MB, OVER_CAP_MB, symlink_loop, write_corpus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 
@@ -103,9 +104,14 @@ def test_specific_cases(bad_run):
     # binary bodies behind a text/html label never reach the kept documents
     for name in ("png-as-html.warc", "pdf-as-html.warc"):
         assert [r for r, _ in rows[name]] == ["extract_error"], rows[name]
-    # the 50 MB document is read whole, normalised, and rejected by the length rule (not lost, not cut)
+    # the 12 MB document is read whole, normalised, and rejected by the length rule (not lost, not cut)
     (big,) = [r for r in rejected_tables(run)["length_filter"].to_pylist() if r["source"].endswith("big.jsonl")]
     assert big["reason"] == "too_many_chars" and big["length.chars"] >= (BIG_DOC_MB << 20) * 0.99
+    # the 20 MB line is quarantined with its size, the lines around it read
+    over = rows["over-cap.jsonl.gz"]
+    assert sorted(over, key=str) == [(None, None), (None, None),
+                                     ("too_large", f"line of {(OVER_CAP_MB << 20) + 12:,} bytes is over "
+                                                   f"max_bytes={DEFAULT_MAX_RECORD_BYTES:,}")], over
     # text that held NUL bytes or bad UTF-8 survives as text
     assert rows["nul.jsonl"] == [(None, None)] * 2 and rows["bad-utf8.warc"] == [(None, None)]
     # the good records after damage are still read
