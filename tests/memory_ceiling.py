@@ -75,3 +75,48 @@ def run_bounded(func: Callable[..., Any], *args: Any, ceiling_mib: float, timeou
         if proc.is_alive():
             proc.kill()
         proc.join(5)
+
+
+def run_command_bounded(cmd: list[str], *, ceiling_mib: float, timeout_s: float = 600,
+                        **popen: Any) -> tuple[Any, float]:
+    """Run a command (e.g. `gristmill run` with its own embedded Ray) and watch the resident memory of
+    its whole process tree, the Ray raylet and workers included: the sum over the tree, sampled
+    every few milliseconds. The tree is killed as soon as the sum passes ``ceiling_mib``. Returns the
+    ``subprocess.CompletedProcess`` and the largest sum seen."""
+    import subprocess
+
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    root = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout_s
+    peak = 0.0
+    try:
+        while proc.poll() is None:
+            total = 0
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in tree:
+                try:
+                    total += p.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            peak = max(peak, total / (1 << 20))
+            if peak > ceiling_mib:
+                raise AssertionError(f"the process tree's resident memory reached {peak:.0f} MiB, over the "
+                                     f"{ceiling_mib:.0f} MiB ceiling")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{cmd[:3]} ran over {timeout_s:.0f} s")
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=60)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak
+    finally:
+        if proc.poll() is None:
+            for p in [*root.children(recursive=True), root]:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            proc.wait(30)
