@@ -1,9 +1,9 @@
 """Readers hold at most a configured amount per record, whatever the input holds.
 
-Every input here is small on disk and huge when read (1 GiB lines here; tests/reliability runs a 2 GiB
-one through a whole `gristmill run`) (compressed streams of repeated members or
-frames), and every read runs in a fresh process under a memory ceiling (tests/memory_ceiling.py)
-that kills it as soon as it passes: a regression fails in seconds instead of swapping the machine.
+Every input here is small on disk and huge when read (compressed streams of repeated members or
+frames: 1 GiB lines here, a 2 GiB one through a whole `gristmill run` in tests/reliability), and every
+read runs in a fresh process under a memory ceiling (tests/memory_ceiling.py) that kills it as soon
+as it passes: a regression fails in seconds instead of swapping the machine.
 """
 
 from __future__ import annotations
