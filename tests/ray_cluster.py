@@ -5,7 +5,8 @@ with its own CPUs and object store), which is what a real cluster looks like to 
 blocks land on different nodes. It runs in a child process (``python -m tests.ray_cluster``) because
 the test process already holds the session's Ray and one process cannot start a second one. The
 child prints ``ADDRESS host:port`` once every node is up and tears the cluster down when its stdin
-closes, so a test that dies still leaves nothing running.
+closes, so a test that dies still leaves nothing running. Writing ``kill-worker`` to its stdin kills
+the newest worker node at once (no graceful drain, as when a machine dies); it answers ``KILLED``.
 
 ``cpus_per_node`` is what each raylet declares, not cores it owns: Ray only counts. Declaring a
 few more than the machine has (2 nodes × 2 on a 2-core box) costs nothing on runs of small data,
@@ -32,8 +33,22 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
+class LocalCluster(str):
+    """The cluster's GCS address (a str, so it goes wherever an address does), able to kill a node."""
+
+    proc: subprocess.Popen
+
+    def kill_worker_node(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("kill-worker\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line.startswith("KILLED"):
+            raise RuntimeError(f"the cluster could not kill a worker node: {line!r}")
+
+
 @contextlib.contextmanager
-def local_cluster(nodes: int = 2, cpus_per_node: int = 1, timeout: float = 300) -> Iterator[str]:
+def local_cluster(nodes: int = 2, cpus_per_node: int = 1, timeout: float = 300) -> Iterator[LocalCluster]:
     """Start a ``nodes``-node Ray cluster in a child process; yield its GCS address (``host:port``,
     what ``ray.init(address=…)`` and ``gristmill run --address`` take)."""
     env = clean_env()
@@ -41,7 +56,8 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1, timeout: float = 300) 
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, env=env)
     try:
-        address = _read_address(proc, timeout)
+        address = LocalCluster(_read_address(proc, timeout))
+        address.proc = proc
         yield address
     finally:
         if proc.stdin:
@@ -107,7 +123,12 @@ def _serve(nodes: int, cpus_per_node: int, attempts: int = 2) -> None:
                 raise
     try:
         print(f"ADDRESS {cluster.address}", flush=True)
-        sys.stdin.read()  # until the parent closes our stdin (or dies)
+        for line in sys.stdin:  # until the parent closes our stdin (or dies)
+            if line.strip() == "kill-worker":
+                workers = [n for n in cluster.list_all_nodes() if n is not cluster.head_node]
+                if workers:
+                    cluster.remove_node(workers[-1], allow_graceful=False)
+                print("KILLED" if workers else "NO-WORKER", flush=True)
     finally:
         cluster.shutdown()
 
