@@ -1,16 +1,19 @@
 """The `gristmill` command.
 
-Exit codes: 0 success; 1 the run failed (the message says why; rerun to resume); 2 the spec or the
-command line is wrong, or another run holds the run directory (nothing was started); 130 interrupted.
+Exit codes: 0 success; 1 the run failed (the message says why, a full disk included; rerun to resume);
+2 the spec or the command line is wrong, or the run directory cannot be used (another run holds it,
+it is read-only or not writable; nothing was started); 130 interrupted by Ctrl-C (SIGINT), 143 stopped
+by SIGTERM (committed work is kept; rerun to resume). See pipelines/interrupt.py.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 import yaml
@@ -18,9 +21,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipelines import interrupt
 from pipelines.console import CommandConsole
 from pipelines.dispatch import execute_spec
-from pipelines.errors import RunError, SpecError
+from pipelines.errors import RunError, SpecError, storage_problem
 from pipelines.manifest import Manifest
 from pipelines.planner import Stage
 from pipelines.rundir import RunDir, RunDirBusy
@@ -91,11 +95,38 @@ def run(spec: Path = typer.Argument(..., help="spec file (YAML)"),
         set_: list[str] = typer.Option([], "--set", help="override a field: path.to.field=value (repeatable)"),
         fresh: bool = typer.Option(False, "--fresh", help="discard an existing run directory and start over")) -> None:
     """Run a spec. Rerunning into the same run directory resumes it."""
-    loaded = _load(spec, set_)  # every spec error is reported before Ray starts
-    location = out_dir or str(Path("runs") / loaded.name)
-    run_dir = RunDir.open(location)
-    with _held(run_dir, location):  # before --fresh can delete anything
-        _run(loaded, run_dir, location, address, fresh)
+    interrupt.install()  # Ctrl-C and SIGTERM both end the run through _interrupted
+    if not faulthandler.is_enabled():  # a crash of the driver itself (ray_session._init: Ray's handler is off)
+        try:
+            faulthandler.enable()
+        except (AttributeError, OSError, ValueError):  # stderr without a file descriptor (an embedding program)
+            pass
+    try:
+        loaded = _load(spec, set_)  # every spec error is reported before Ray starts
+        location = out_dir or str(Path("runs") / loaded.name)
+        run_dir = RunDir.open(location)
+        with _held(run_dir, location):  # before --fresh can delete anything
+            _run(loaded, run_dir, location, address, fresh)
+    except KeyboardInterrupt:  # outside the Ray session: loading the spec, starting Ray, the report
+        _interrupted()
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C or SIGTERM: say so and exit 130 / 143; further signals are ignored from here on."""
+    interrupt.stopping()
+    err.print(f"[yellow]{interrupt.describe()}[/]: rerun the same command to resume", highlight=False)
+    raise typer.Exit(interrupt.exit_code()) from None
+
+
+def _cannot_write(location: str, exc: OSError) -> NoReturn:
+    """The run directory cannot be created, locked or written before anything started: exit 2."""
+    problem = storage_problem(exc, RunDir.open(location).root)
+    if problem is None:
+        err.print(f"[red]cannot write the run directory {escape(location)}[/]: {escape(str(exc))}", highlight=False)
+    else:
+        err.print(f"[red]cannot write the run directory {escape(location)}[/]: "
+                  f"{escape(problem.describe(location))}; {problem.advice()}", highlight=False)
+    raise typer.Exit(EXIT_SPEC_ERROR) from None
 
 
 @contextmanager
@@ -107,8 +138,7 @@ def _held(run_dir: RunDir, location: str):
         err.print(f"[red]run directory in use[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_SPEC_ERROR) from None
     except OSError as exc:
-        err.print(f"[red]cannot write the run directory {escape(location)}[/]: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(EXIT_SPEC_ERROR) from None
+        _cannot_write(location, exc)
     with lock:
         yield
 
@@ -123,9 +153,8 @@ def _run(loaded: LoadedSpec, run_dir: RunDir, location: str, address: Optional[s
             run_dir.clear()
         run_dir.makedirs()
         run_dir.write_bytes("spec.yaml", yaml.safe_dump(loaded.resolved(), sort_keys=False, allow_unicode=True).encode())
-    except OSError as exc:  # a missing bucket, no credentials, a read-only path: say so, no traceback
-        err.print(f"[red]cannot write the run directory {escape(location)}[/]: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(EXIT_SPEC_ERROR) from None
+    except OSError as exc:  # a missing bucket, no credentials, a read-only path, a full disk: say so, no traceback
+        _cannot_write(location, exc)
 
     from pipelines.ray_session import connect
 
@@ -142,9 +171,16 @@ def _run(loaded: LoadedSpec, run_dir: RunDir, location: str, address: Optional[s
         with reporter:
             manifest = execute_spec(loaded, run_dir, reporter, session)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: rerun the same command to resume")
-        raise typer.Exit(130) from None
-    except (RunError, FileNotFoundError) as exc:
+        _interrupted()
+    except Exception as exc:  # noqa: BLE001 - sorted below; anything else keeps its traceback
+        if interrupt.received() is not None:  # e.g. Ray's processes got the group's SIGTERM as well
+            _interrupted()
+        problem = storage_problem(exc, run_dir.root) if not isinstance(exc, RunError) else None
+        if problem is not None:  # a full / read-only disk, in the driver or in a Ray worker: one line
+            err.print(f"[red]run failed[/]: {escape(problem.message(location))}", highlight=False)
+            raise typer.Exit(EXIT_RUN_FAILED) from None
+        if not isinstance(exc, (RunError, FileNotFoundError)):
+            raise
         err.print(f"[red]run failed[/]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_RUN_FAILED) from None
     finally:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import RunError, SpecIssue
+from pipelines.errors import RunError, SpecIssue, storage_problem
 from pipelines.manifest import Manifest
 from pipelines.pipeline_spec import not_run_yet
 from pipelines.rundir import RunDir, now
@@ -429,9 +429,16 @@ class FinetuneRun:
         try:
             result = launcher.fit(plan, shards, cpus, spec.scaling.max_failures, spec.keep)
         except Exception as exc:  # Ray Train wraps worker errors; the message is what the user needs
+            problem = storage_problem(exc, self.run.root)  # a checkpoint on a full disk, say
             record.update(status="failed", finished=now(), error=str(exc)[-2000:])
-            manifest.save(self.run)
-            raise RunError(f"fine-tuning failed: {_last_line(exc)}; rerun the same command to resume") from None
+            try:
+                manifest.save(self.run)
+            except OSError:  # the disk that failed training may not take the record either
+                if problem is None:
+                    raise
+            reason = problem.message(self.run.location) if problem else \
+                f"{_last_line(exc)}; rerun the same command to resume"
+            raise RunError(f"fine-tuning failed: {reason}") from None
         prune(self.run.fs, checkpoints, spec.keep)
         metrics = dict(getattr(result, "metrics", None) or {})
         final = latest_complete(self.run.fs, checkpoints)

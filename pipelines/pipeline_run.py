@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from curation.faults import fault_point
-from pipelines.errors import RunError, SpecError
+from pipelines.errors import RunError, SpecError, storage_problem
 from pipelines.manifest import Manifest
 from pipelines.pipeline_spec import STAGES_DIR, PipelinePlan, stage_location, tokenize_locations
 from pipelines.rundir import RunDir, now
@@ -131,11 +131,21 @@ class PipelineRun:
             started = time.time()
             try:
                 stage_manifest = execute_spec(loaded, stage_run, self.reporter, self.session)
-            except (RunError, FileNotFoundError) as exc:
-                record.update(status="failed", finished=now(), seconds=round(time.time() - started, 3), error=str(exc)[-2000:])
+            except Exception as exc:  # noqa: BLE001 - a full or read-only disk too; anything else goes on as it is
+                known = isinstance(exc, (RunError, FileNotFoundError))
+                problem = None if known else storage_problem(exc, stage_run.root)
+                if not known and problem is None:
+                    raise
+                message = str(exc) if problem is None else problem.message(stage_run.location)
+                record.update(status="failed", finished=now(), seconds=round(time.time() - started, 3),
+                              error=message[-2000:])
                 manifest.data["status"] = "failed"
-                manifest.save(self.run)
-                raise RunError(f"{label}: {exc}") from None
+                try:
+                    manifest.save(self.run)
+                except OSError:  # the disk that failed the stage may not take the record either
+                    if problem is None:
+                        raise
+                raise RunError(f"{label}: {message}") from None
             record.update(status="done", finished=now(), seconds=round(time.time() - started, 3),
                           headline=headline(stage.kind, stage_manifest.data, stage_run))
             manifest.save(self.run)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from curation.faults import fault_point
-from pipelines.errors import RunError, SpecIssue
+from pipelines.errors import RunError, SpecIssue, storage_problem
 from pipelines.manifest import Manifest
 from pipelines.rundir import RunDir, now
 from pipelines.runner import Reporter
@@ -179,9 +179,16 @@ class PretrainRun:
         try:
             result = launcher.fit(plan, shards, cpus, spec.scaling.max_failures, spec.keep)
         except Exception as exc:  # Ray Train wraps worker errors; the message is what the user needs
+            problem = storage_problem(exc, self.run.root)  # a checkpoint on a full disk, say
             record.update(status="failed", finished=now(), error=str(exc)[-2000:])
-            manifest.save(self.run)
-            raise RunError(f"training failed: {_last_line(exc)}; rerun the same command to resume") from None
+            try:
+                manifest.save(self.run)
+            except OSError:  # the disk that failed training may not take the record either
+                if problem is None:
+                    raise
+            reason = problem.message(self.run.location) if problem else \
+                f"{_last_line(exc)}; rerun the same command to resume"
+            raise RunError(f"training failed: {reason}") from None
         fault_point("pretrain.fit_returned")  # trained to the end, stage not yet recorded done
         prune(self.run.fs, self.run.path(launcher.CHECKPOINTS_DIR), spec.keep)
         metrics = dict(getattr(result, "metrics", None) or {})

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
 from curation import faults
+from pipelines import interrupt
 
 
 @dataclass
@@ -25,13 +28,57 @@ class RaySession:
 
     def close(self) -> None:
         if self.started_here and ray.is_initialized():
-            ray.shutdown()
+            with interrupt.shielded():  # a second Ctrl-C / SIGTERM must not cut the shutdown short
+                session_dir = _session_dir()
+                ray.shutdown()
+                interrupt.reinstall()  # had Ray's native handler been installed, its removal reset SIGTERM
+                _reap(session_dir)
+
+
+def _session_dir() -> str | None:
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        return node.get_session_dir_path() if node is not None else None
+    except Exception:  # noqa: BLE001 - only used to find stragglers
+        return None
+
+
+_RAY_PROGRAMS = (b"/ray/_private/", b"/ray/core/src/ray/", b"/ray/dashboard/", b"/ray/autoscaler/")
+
+
+def _reap(session_dir: str | None) -> int:
+    """SIGKILL what is left of the embedded Ray after ``ray.shutdown`` (Linux): Ray programs whose command
+    line names its session folder. ``ray.shutdown`` ends the GCS, the raylet and through it the workers
+    (and the kernel ends the first two if the driver dies: Ray asks it to). But a SIGTERM sent to the
+    whole process group (``kill -TERM -PGID``, some schedulers) reaches the raylet too, and a worker it
+    was forking at that moment missed the signal, never connected, and lingered for up to a minute."""
+    if not session_dir or not os.path.isdir("/proc"):
+        return 0
+    needle = session_dir.encode()
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            # Ray's own programs only: a `tail -f` of the session's logs names the folder too
+            if needle not in cmdline or not any(m in cmdline for m in _RAY_PROGRAMS):
+                continue
+            os.kill(int(entry), signal.SIGKILL)
+            killed += 1
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return killed
 
 
 class _DropNoise(logging.Filter):
-    """Ray logs two start-up warnings that say nothing actionable to a gristmill user."""
+    """Lines Ray logs that say nothing actionable to a gristmill user."""
 
-    NOISE = ("Progress bars disabled", "Token authentication is enabled", "Generated new authentication token")
+    NOISE = ("Progress bars disabled", "Token authentication is enabled", "Generated new authentication token",
+             # Ray Data's note that a task failed, advising DataContext.max_errored_blocks (no spec field):
+             # the error itself reaches the CLI, which reports it (a full disk in one line)
+             "An exception was raised from a task of operator")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -68,6 +115,7 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
     _install_noise_filter()
     if ray.is_initialized():  # an embedding program (or a test session) already connected
         _quiet_ray_data()
+        _install_noise_filter()
         return RaySession(address, False, ray.cluster_resources().get("CPU", 1.0))
     if address:
         runtime_env = {}
@@ -80,21 +128,55 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
             runtime_env["py_modules"] = [pipelines, curation, training, eval_pkg]
         if faults.runtime_env_vars():  # the reliability suite's kill points (empty in normal runs)
             runtime_env["env_vars"] = faults.runtime_env_vars()
-        ray.init(address=address, runtime_env=runtime_env or None, logging_level=logging.WARNING,
-                 log_to_driver=True)
+        _init(address=address, runtime_env=runtime_env or None, logging_level=logging.WARNING, log_to_driver=True)
         started = False
     else:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         # address="local": always a fresh embedded Ray. Without it ray.init() attaches to any
         # cluster already running on this machine (`ray start`, another user's job).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": faults.runtime_env_vars()} if faults.runtime_env_vars() else None,
-                 object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
-                 log_to_driver=True, configure_logging=True)
+        _init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+              runtime_env={"env_vars": faults.runtime_env_vars()} if faults.runtime_env_vars() else None,
+              object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
+              log_to_driver=True, configure_logging=True)
         started = True
+    _quiet_ray_data()  # imports ray.data, which sets up its own log handlers: filter them too
     _install_noise_filter()
-    _quiet_ray_data()
     return RaySession(address, started, ray.cluster_resources().get("CPU", 1.0))
+
+
+def _init(**kwargs: Any) -> None:
+    """``ray.init``, leaving signal handling to :mod:`pipelines.interrupt` afterwards.
+
+    Under ``gristmill run`` the driver's core worker is created without Ray's C++ failure-signal handler
+    (``RAY_DISABLE_FAILURE_SIGNAL_HANDLER``, read when the core worker starts; Ray's own processes and
+    workers keep theirs): for SIGTERM it printed ``*** SIGTERM received`` with an unsymbolized native
+    stack, and ``ray.shutdown`` uninstalls it by setting SIGTERM back to SIG_DFL behind Python's back,
+    so a second SIGTERM during the shutdown killed the driver outright. Driver crashes are reported by
+    :mod:`faulthandler` instead (the CLI enables it).
+
+    ``ray.init`` also sets a SIGTERM handler that calls ``sys.exit(15)``; it is replaced as soon as
+    ``ray.init`` returns. A SIGTERM that lands while it starts the embedded Ray surfaces as that
+    ``SystemExit(15)``, a Ctrl-C as ``KeyboardInterrupt``: either way what was started is shut down
+    and the interrupt goes on as ``KeyboardInterrupt``."""
+    if interrupt.active():
+        from ray._private import ray_constants
+
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        ray.init(**kwargs)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        interrupt.reinstall()
+        if isinstance(exc, SystemExit):
+            if exc.code != signal.SIGTERM or not interrupt.active():
+                raise
+            interrupt.record(signal.SIGTERM)
+        with interrupt.shielded():
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001 - a half-started Ray; its processes die with this one anyway
+                pass
+        raise KeyboardInterrupt from None
+    interrupt.reinstall()
 
 
 def cluster_size(local: bool) -> dict:

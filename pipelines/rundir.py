@@ -19,12 +19,15 @@ import socket
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from pipelines.errors import STORAGE_ERRNOS, storage_problem
 
 TMP_MARK = ".tmp-"
 LOCK_FILE = "_run.lock"  # in the run directory's root: the lock, and who holds it
@@ -161,10 +164,17 @@ class RunDir:
         except BaseException:
             handle.close()
             raise
-        handle.truncate(0)  # "a+" appends, so after the truncation the record starts at 0
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
-                                 "command": command or shlex.join(sys.argv)}) + "\n")
-        handle.flush()
+        try:
+            handle.truncate(0)  # "a+" appends, so after the truncation the record starts at 0
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
+                                     "command": command or shlex.join(sys.argv)}) + "\n")
+            handle.flush()
+        except OSError as exc:  # a full disk: name the file (a failed write() does not)
+            try:
+                handle.close()  # flushes the record again, fails again, closes all the same
+            except OSError:
+                pass
+            raise OSError(exc.errno, exc.strerror, handle.name) from None
         return RunLock(handle)
 
 
@@ -204,19 +214,42 @@ class RunLock:
 
 def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     parent = posixpath.dirname(path)
-    fs.create_dir(parent, recursive=True)
     tmp = posixpath.join(parent, f"{TMP_MARK}{uuid.uuid4().hex[:8]}-{posixpath.basename(path)}")
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fs.move(tmp, path)
+    with _naming_failed_write(fs, path, tmp):
+        fs.create_dir(parent, recursive=True)
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
 
 
 def write_parquet_atomic(fs: pafs.FileSystem, path: str, table: pa.Table, compression: str = "zstd") -> None:
     parent = posixpath.dirname(path)
-    fs.create_dir(parent, recursive=True)
     tmp = posixpath.join(parent, f"{TMP_MARK}{uuid.uuid4().hex[:8]}-{posixpath.basename(path)}")
-    pq.write_table(table, tmp, filesystem=fs, compression=None if compression == "none" else compression)
-    fs.move(tmp, path)
+    with _naming_failed_write(fs, path, tmp):
+        fs.create_dir(parent, recursive=True)
+        pq.write_table(table, tmp, filesystem=fs, compression=None if compression == "none" else compression)
+        fs.move(tmp, path)
+
+
+@contextmanager
+def _naming_failed_write(fs: pafs.FileSystem, path: str, tmp: str) -> Iterator[None]:
+    """A write that fails leaves no temporary behind (on a full disk that space is the point), and a
+    full, read-only or unwritable file system is reported as ``OSError(errno, strerror, path)``: Arrow
+    says ``[errno 28] No space left on device`` without the file, and an error raised in a Ray worker
+    reaches the driver only as text, so the path must be in the message
+    (:func:`pipelines.errors.storage_problem` reads it there)."""
+    try:
+        yield
+    except OSError as exc:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        problem = storage_problem(exc)
+        code = exc.errno if exc.errno in STORAGE_ERRNOS else problem.code if problem else None
+        if code is None or (exc.errno == code and exc.filename == path):
+            raise
+        raise OSError(code, os.strerror(code), path) from exc
 
 
 def now() -> str:

@@ -254,6 +254,26 @@ def _val_rows(plan: TrainPlan, shards: ShardSet) -> Any:
         ctx.execution_options.preserve_order = previous
 
 
+def _trainer_class(torch_trainer: type) -> type:
+    """``TorchTrainer`` without Ray Train's SIGINT handler when ``gristmill run`` handles the signals.
+
+    During ``fit`` Ray Train V2 replaces the SIGINT handler with one that asks its controller to abort
+    and then lets the driver exit 1 with no message (and stays installed after ``fit``). Under
+    ``gristmill run`` (:mod:`pipelines.interrupt`) Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` in the
+    driver's ``ray.get`` instead, and the controller and its workers stop with the job: the embedded
+    Ray is shut down, and on a cluster a job's (non-detached) actors end with its driver."""
+    from pipelines import interrupt
+
+    if not interrupt.active():
+        return torch_trainer
+
+    class Trainer(torch_trainer):  # type: ignore[misc, valid-type]
+        def _register_sigint_handler(self, controller: Any) -> None:
+            pass  # pipelines.interrupt turns SIGINT (and SIGTERM) into KeyboardInterrupt
+
+    return Trainer
+
+
 def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures: int, keep: int | None) -> Any:
     """Run the ``TorchTrainer`` to ``plan.max_steps``; returns Ray Train's ``Result``."""
     import ray.train
@@ -271,7 +291,7 @@ def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures:
     if plan.use_gpu:
         resources["GPU"] = 1
     run_fs, run_root = _open(plan.run_location)
-    trainer = TorchTrainer(
+    trainer = _trainer_class(TorchTrainer)(
         train_worker,
         train_loop_config=dataclasses.asdict(plan),
         scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
