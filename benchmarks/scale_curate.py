@@ -215,8 +215,9 @@ class Sampler(threading.Thread):
         self.procs: dict[int, dict[str, Any]] = {}
         self._handles: dict[int, Any] = {}
         self.session_dir: str | None = None
-        self.peak = {"driver_rss": 0, "driver_hwm": 0, "workers_rss_sum": 0, "worker_children_rss_sum": 0,
-                     "ray_system_rss_sum": 0, "spill_dir_bytes": 0, "run_dir_bytes": 0, "intermediate_bytes": 0}
+        self.peak = {"driver_rss": 0, "driver_hwm": 0, "driver_rss_through_stages": 0, "workers_rss_sum": 0,
+                     "worker_children_rss_sum": 0, "ray_system_rss_sum": 0, "spill_dir_bytes": 0, "run_dir_bytes": 0,
+                     "intermediate_bytes": 0}
         self.peak_usage: dict[str, int] = {}
         self.disk_walks, self.disk_walk_s, self.samples = 0, 0.0, 0
         self._last_walk, self._walk_cost = 0.0, 0.0
@@ -358,6 +359,8 @@ class Sampler(threading.Thread):
         self.peak["spill_dir_bytes"] = max(self.peak["spill_dir_bytes"], spill)
         usage = self._sample_disk(now)
         self._poll_manifest(now)
+        if self.run_done_at is None:  # the run itself, not the report the CLI builds after it
+            self.peak["driver_rss_through_stages"] = max(self.peak["driver_rss_through_stages"], sums.get("driver", 0))
         self.samples += 1
         line = {"t": round(now - self.t0, 2), "driver": sums.get("driver", 0), "workers": sums.get("worker", 0), "max_worker": sums.get("max_worker", 0),
                 "worker_children": sums.get("worker_child", 0), "ray_system": sums.get("ray_system", 0),
@@ -852,6 +855,7 @@ def assemble(docs: int, run_dir: Path, records: dict[str, Any], corpus_stamp: di
                    "other_ops": "not recorded: fused in 01-stream"},
         "memory": {"driver_peak_rss": max((m.get("driver", {}).get("peak_rss", 0) for m in mem), default=0),
                    "driver_peak_hwm": max((m.get("driver", {}).get("peak_hwm", 0) for m in mem), default=0),
+                   "driver_peak_rss_through_stages": peaks["driver_rss_through_stages"],
                    "largest_worker": largest, "largest_worker_child": largest_child,
                    "workers_rss_sum_peak": peaks["workers_rss_sum"], "ray_system_rss_sum_peak": peaks["ray_system_rss_sum"],
                    "worker_children_rss_sum_peak": peaks["worker_children_rss_sum"]},
@@ -986,8 +990,12 @@ def report() -> str:
                      f"{last2 if last2 is not None else '—'} |")
     drivers = [r["memory"]["driver_peak_rss"] for r in results]
     growth = round((drivers[-1] - drivers[0]) / drivers[0], 3) if drivers[0] else None
+    staged = [r["memory"].get("driver_peak_rss_through_stages") for r in results]
+    staged_growth = round((staged[-1] - staged[0]) / staged[0], 3) if all(staged) else None
     more = [("driver peak RSS", [_mib(r["memory"]["driver_peak_rss"]) for r in results],
              f"growth {growth:+.1%}" if growth is not None else "—"),
+            ("driver peak RSS through the stages (before the report)", [_mib(v) if v else "—" for v in staged],
+             f"growth {staged_growth:+.1%}" if staged_growth is not None else "—"),
             ("extract op: summed document s (share of 01-stream core-s)",
              [f"{(r['per_op']['extract'] or {}).get('seconds_summed_over_documents', 0):,.1f} "
               f"({(r['per_op']['extract'] or {}).get('share_of_stream_core_seconds', 0):.0%})" for r in results], ""),

@@ -155,19 +155,47 @@ def train_and_save(ctx: SinkContext, files: list[str], config: TokenizerTrainCon
     started = time.time()
     ctx.note(f"training a {config.vocab_size}-token byte-level BPE on up to {config.sample_docs:,} documents "
              f"/ {config.sample_chars:,} characters")
-    sample: dict[str, Any] = {}
-    texts = sample_texts(files, ctx.documents, config, val_fraction, num_cpus=0.5 if ctx.local else 1.0,
-                         tasks=max(1, int(ctx.num_cpus)) * 4)
-    tokenizer = train_bpe(sample_summary(texts, sample), config)
+    import ray
+
+    # The trainer holds its sample's word and pair counts (up to sample_chars characters): that is a
+    # worker's job, not the driver's, whose memory must not follow the data (on a cluster the driver
+    # is the head node).
+    num_cpus = 0.5 if ctx.local else 1.0
+    train = ray.remote(num_cpus=num_cpus, max_retries=1)(_train_on_sample)
+    from ray.data import DataContext
+
+    data, sample, vocab_size = ray.get(train.remote(files, ctx.documents, config.model_dump(mode="json"),
+                                                    val_fraction, num_cpus, max(1, int(ctx.num_cpus)) * 4,
+                                                    DataContext.get_current()))
     if not sample.get("documents"):
         raise ValueError("no train-split documents to train the tokenizer on")
-    data = tokenizer_bytes(tokenizer)
     fault_point("tokenize.tokenizer_trained")  # trained, not yet saved
     _write_atomic(ctx, TOKENIZER_FILE, data)
     training = {"config": config.model_dump(mode="json"), "val_fraction": val_fraction, "sample": sample,
-                "vocab_size": tokenizer.get_vocab_size(), "seconds": round(time.time() - started, 3)}
+                "vocab_size": vocab_size, "seconds": round(time.time() - started, 3)}
     _write_atomic(ctx, TRAINING_FILE, _json(training))
     return data, training
+
+
+def _train_on_sample(files: list[str], documents: int, config: dict[str, Any], val_fraction: float,
+                     num_cpus: float, tasks: int, data_context: Any) -> tuple[bytes, dict[str, Any], int]:
+    """In a Ray task: choose the sample, stream it to the BPE trainer; the tokenizer's JSON, the
+    sample's counts and the vocabulary size come back. The driver's Ray Data settings come along
+    (no progress bars in the run's console), as Ray Data passes them to its own tasks."""
+    import logging
+
+    from ray.data import DataContext
+
+    from ray.util.debug import log_once
+
+    DataContext._set_current(data_context)
+    log_once("ray_data_progress_manager_disabled")  # bars are off on purpose: no note about it
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    cfg = TokenizerTrainConfig.model_validate(config)
+    sample: dict[str, Any] = {}
+    texts = sample_texts(files, documents, cfg, val_fraction, num_cpus=num_cpus, tasks=tasks)
+    tokenizer = train_bpe(sample_summary(texts, sample), cfg)
+    return tokenizer_bytes(tokenizer), sample, tokenizer.get_vocab_size()
 
 
 def _require_documents(ctx: SinkContext, step: str) -> list[str]:

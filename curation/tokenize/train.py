@@ -172,7 +172,8 @@ def sample_texts(locations: list[str], documents: int, config: TokenizerTrainCon
     ``documents`` (the kept count) sets the sampling rate so that somewhat more than ``sample_docs``
     train documents are candidates (a hash threshold gives a binomial count, not an exact one). A
     first pass returns each candidate's hash, doc_id and length (24 bytes each, never the text); the
-    driver picks the sample; a second pass streams the chosen texts to the trainer. The BPE trainer
+    caller (a Ray task, see ``tokenize.op``) picks the sample; a second pass streams the chosen texts
+    to the trainer. The BPE trainer
     counts words and pairs, so the order the texts arrive in does not change the tokenizer."""
     import ray
 
