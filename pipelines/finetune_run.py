@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import RunError, SpecIssue, storage_problem
+from pipelines.errors import RunError, SpecIssue
 from pipelines.manifest import Manifest
 from pipelines.pipeline_spec import not_run_yet
 from pipelines.rundir import RunDir, now
@@ -375,7 +375,7 @@ class FinetuneRun:
                cluster_cpus: float, teacher: str | None = None, data_shards: Any = None) -> Manifest:
         import dataclasses
 
-        from pipelines.pretrain_run import _last_line
+        from pipelines.pretrain_run import fit_or_fail
         from training import launcher
         from training.resume import latest_complete, prune
         from training.shards import open_shards
@@ -426,19 +426,8 @@ class FinetuneRun:
         self.reporter.note(f"{spec.method}: {plan.max_steps} steps of {plan.global_rows} rows × {plan.seq_len} tokens "
                            f"from {start}" + (f", teacher {teacher}" if teacher else "") + f" on {plan.num_workers} worker(s)")
         started = time.time()
-        try:
-            result = launcher.fit(plan, shards, cpus, spec.scaling.max_failures, spec.keep)
-        except Exception as exc:  # Ray Train wraps worker errors; the message is what the user needs
-            problem = storage_problem(exc, self.run.root)  # a checkpoint on a full disk, say
-            record.update(status="failed", finished=now(), error=str(exc)[-2000:])
-            try:
-                manifest.save(self.run)
-            except OSError:  # the disk that failed training may not take the record either
-                if problem is None:
-                    raise
-            reason = problem.message(self.run.location) if problem else \
-                f"{_last_line(exc)}; rerun the same command to resume"
-            raise RunError(f"fine-tuning failed: {reason}") from None
+        result = fit_or_fail(self.run, manifest, record, "fine-tuning", plan, shards, cpus, spec.scaling.max_failures,
+                             spec.keep)
         prune(self.run.fs, checkpoints, spec.keep)
         metrics = dict(getattr(result, "metrics", None) or {})
         final = latest_complete(self.run.fs, checkpoints)

@@ -176,19 +176,8 @@ class PretrainRun:
         started = time.time()
         self.reporter.note(f"training {record['plan']['params']:,} parameters for {plan.max_steps} steps of "
                            f"{record['plan']['global_batch_tokens']:,} tokens on {plan.num_workers} worker(s)")
-        try:
-            result = launcher.fit(plan, shards, cpus, spec.scaling.max_failures, spec.keep)
-        except Exception as exc:  # Ray Train wraps worker errors; the message is what the user needs
-            problem = storage_problem(exc, self.run.root)  # a checkpoint on a full disk, say
-            record.update(status="failed", finished=now(), error=str(exc)[-2000:])
-            try:
-                manifest.save(self.run)
-            except OSError:  # the disk that failed training may not take the record either
-                if problem is None:
-                    raise
-            reason = problem.message(self.run.location) if problem else \
-                f"{_last_line(exc)}; rerun the same command to resume"
-            raise RunError(f"training failed: {reason}") from None
+        result = fit_or_fail(self.run, manifest, record, "training", plan, shards, cpus, spec.scaling.max_failures,
+                             spec.keep)
         fault_point("pretrain.fit_returned")  # trained to the end, stage not yet recorded done
         prune(self.run.fs, self.run.path(launcher.CHECKPOINTS_DIR), spec.keep)
         metrics = dict(getattr(result, "metrics", None) or {})
@@ -223,6 +212,26 @@ def _num_params(config: dict[str, Any]) -> int:
     from training.model import ModelConfig
 
     return ModelConfig.from_dict(config).num_params()
+
+
+def fit_or_fail(run: RunDir, manifest: Manifest, record: dict[str, Any], what: str, *fit_args: Any) -> Any:
+    """``training.launcher.fit(*fit_args)``; a failure is recorded in the manifest and raised as one
+    RunError line ("<what> failed: …"): Ray Train wraps worker errors, and a full disk is said as such."""
+    from pipelines import interrupt
+    from training import launcher
+
+    try:
+        return launcher.fit(*fit_args, keep_sigint_handler=not interrupt.active())
+    except Exception as exc:  # noqa: BLE001 - the message is what the user needs
+        problem = storage_problem(exc, run.root)  # a checkpoint on a full disk, say
+        record.update(status="failed", finished=now(), error=str(exc)[-2000:])
+        try:
+            manifest.save(run)
+        except OSError:  # the disk that failed training may not take the record either
+            if problem is None:
+                raise
+        reason = problem.message(run.location) if problem else f"{_last_line(exc)}; rerun the same command to resume"
+        raise RunError(f"{what} failed: {reason}") from None
 
 
 def _last_line(exc: BaseException) -> str:

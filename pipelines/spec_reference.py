@@ -169,7 +169,7 @@ def _memory() -> list[str]:
             f"`max_bytes` ({DEFAULT_MAX_RECORD_BYTES >> 20} MiB) for a JSONL line, a text line or file (streamed "
             f"past, never held) and a Parquet value; `max_body_bytes` ({body >> 20} MiB) for a WARC/WET/ARC body "
             f"(skipped unread); a Parquet row group with a page over `max_page_bytes` ({page >> 20} MiB) is not "
-            "decoded, so no Parquet value costs more than that. Readers cut blocks of at most {BATCH_ROWS:,} "
+            f"decoded, so no Parquet value costs more than that. Readers cut blocks of at most {BATCH_ROWS:,} "
             f"rows or about {BATCH_BYTES >> 20} MiB of text (plus the record that crossed it); row ops keep or "
             "shrink them. Each op's *Memory* line above says what it holds on top of its input: row ops as a "
             "multiple of the document's text (one document of 16 MiB) and of a block (16 MiB of 2-40 KB "

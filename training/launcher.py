@@ -254,28 +254,28 @@ def _val_rows(plan: TrainPlan, shards: ShardSet) -> Any:
         ctx.execution_options.preserve_order = previous
 
 
-def _trainer_class(torch_trainer: type) -> type:
-    """``TorchTrainer`` without Ray Train's SIGINT handler when ``gristmill run`` handles the signals.
+def _trainer_class(torch_trainer: type, keep_sigint_handler: bool) -> type:
+    """``TorchTrainer``, or one without Ray Train's SIGINT handler for a caller that handles the signals.
 
     During ``fit`` Ray Train V2 replaces the SIGINT handler with one that asks its controller to abort
-    and then lets the driver exit 1 with no message (and stays installed after ``fit``). Under
-    ``gristmill run`` (:mod:`pipelines.interrupt`) Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` in the
-    driver's ``ray.get`` instead, and the controller and its workers stop with the job: the embedded
-    Ray is shut down, and on a cluster a job's (non-detached) actors end with its driver."""
-    from pipelines import interrupt
-
-    if not interrupt.active():
+    and then lets the driver exit 1 with no message (and stays installed after ``fit``). ``gristmill
+    run`` (``pipelines.interrupt``) turns Ctrl-C and SIGTERM into ``KeyboardInterrupt`` in the driver's
+    ``ray.get`` instead, and the controller and its workers stop with the job: the embedded Ray is
+    shut down, and on a cluster a job's (non-detached) actors end with its driver."""
+    if keep_sigint_handler:
         return torch_trainer
 
     class Trainer(torch_trainer):  # type: ignore[misc, valid-type]
         def _register_sigint_handler(self, controller: Any) -> None:
-            pass  # pipelines.interrupt turns SIGINT (and SIGTERM) into KeyboardInterrupt
+            pass  # the caller turns SIGINT (and SIGTERM) into KeyboardInterrupt
 
     return Trainer
 
 
-def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures: int, keep: int | None) -> Any:
-    """Run the ``TorchTrainer`` to ``plan.max_steps``; returns Ray Train's ``Result``."""
+def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures: int, keep: int | None,
+        keep_sigint_handler: bool = True) -> Any:
+    """Run the ``TorchTrainer`` to ``plan.max_steps``; returns Ray Train's ``Result``. A caller that
+    handles Ctrl-C itself passes ``keep_sigint_handler=False`` (see :func:`_trainer_class`)."""
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -291,7 +291,7 @@ def fit(plan: TrainPlan, shards: ShardSet, cpus_per_worker: float, max_failures:
     if plan.use_gpu:
         resources["GPU"] = 1
     run_fs, run_root = _open(plan.run_location)
-    trainer = _trainer_class(TorchTrainer)(
+    trainer = _trainer_class(TorchTrainer, keep_sigint_handler)(
         train_worker,
         train_loop_config=dataclasses.asdict(plan),
         scaling_config=ray.train.ScalingConfig(num_workers=plan.num_workers, use_gpu=plan.use_gpu,
