@@ -31,6 +31,10 @@ from pipelines.errors import STORAGE_ERRNOS, storage_problem
 
 TMP_MARK = ".tmp-"
 LOCK_FILE = "_run.lock"  # in the run directory's root: the lock, and who holds it
+# Row groups of the Parquet a run writes hold about this many bytes of Arrow data (fewer rows when
+# the rows are long), so a reader that takes a row group at a time (the report, tokenize, a training
+# loader) holds a bounded amount whatever size of block Ray Data handed the writer.
+MAX_ROW_GROUP_BYTES = 32 << 20
 
 
 def open_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -227,8 +231,25 @@ def write_parquet_atomic(fs: pafs.FileSystem, path: str, table: pa.Table, compre
     tmp = posixpath.join(parent, f"{TMP_MARK}{uuid.uuid4().hex[:8]}-{posixpath.basename(path)}")
     with _naming_failed_write(fs, path, tmp):
         fs.create_dir(parent, recursive=True)
-        pq.write_table(table, tmp, filesystem=fs, compression=None if compression == "none" else compression)
+        pq.write_table(table, tmp, filesystem=fs, compression=None if compression == "none" else compression,
+                       row_group_size=row_group_rows(table), use_dictionary=_dictionary_columns(table))
         fs.move(tmp, path)
+
+
+def _dictionary_columns(table: pa.Table) -> list[str]:
+    """Dictionary-encode every column but ``text``. A dictionary of documents saves little (Parquet
+    falls back to plain past 1 MiB of dictionary), but a group of exact duplicates (``rejected/
+    exact_dedup``) would stay tiny on disk and in the footer's sizes while decoding to copies of the
+    same long text: plain, the footer tells a reader what a batch will cost."""
+    return [name for name in table.column_names if name != "text"]
+
+
+def row_group_rows(table: pa.Table, max_bytes: int = MAX_ROW_GROUP_BYTES) -> int:
+    """Rows per row group so that one holds about ``max_bytes`` (the table's average row; a row larger
+    than ``max_bytes`` gets a group of its own)."""
+    if table.num_rows == 0 or table.nbytes <= max_bytes:
+        return max(table.num_rows, 1)
+    return max(1, table.num_rows * max_bytes // table.nbytes)
 
 
 @contextmanager

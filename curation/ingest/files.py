@@ -308,7 +308,7 @@ class ParquetReader(InputReader):
                                                 "too_large", f"row group {group}: {oversized}; its rows are not read")
                     offset += row_group.num_rows
                     continue
-                batch_rows = _rows_per_batch(row_group, columns)
+                batch_rows = rows_per_batch(row_group, columns)
                 batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
                 while True:
                     try:
@@ -408,17 +408,20 @@ def _quarantine_rows(schema: pa.Schema, path: str, file_index: int, start: int, 
         yield pa.table([columns.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
 
 
-def _rows_per_batch(row_group: Any, columns: list[str]) -> int:
-    """Rows per batch so that one batch decodes to about BATCH_BYTES of the wanted columns, from the
-    row group's metadata (uncompressed sizes): many small documents read BATCH_ROWS at a time, a
-    group of large ones a few at a time."""
+def rows_per_batch(row_group: Any, columns: list[str], max_rows: int | None = None, max_bytes: int | None = None) -> int:
+    """Rows per batch so that one batch decodes to about ``max_bytes`` of the wanted columns, from the
+    row group's metadata (uncompressed sizes): many small documents read ``max_rows`` at a time, a
+    group of large ones a few at a time. (A dictionary-encoded column's size is its encoded size,
+    which can be far less than it decodes to: the run's own Parquet keeps ``text`` plain.)"""
+    max_rows = BATCH_ROWS if max_rows is None else max_rows
+    max_bytes = BATCH_BYTES if max_bytes is None else max_bytes
     wanted = set(columns)
     nbytes = sum(row_group.column(i).total_uncompressed_size for i in range(row_group.num_columns)
                  if row_group.column(i).path_in_schema.split(".")[0] in wanted)
     rows = row_group.num_rows
     if rows <= 0 or nbytes <= 0:
-        return BATCH_ROWS
-    return max(1, min(BATCH_ROWS, BATCH_BYTES * rows // nbytes))
+        return max_rows
+    return max(1, min(max_rows, max_bytes * rows // nbytes))
 
 
 # ------------------------------------------------------------------------------------------- text
