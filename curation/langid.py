@@ -148,7 +148,7 @@ class LangId(RowOp):
     name = "langid"
     memory = ("the lid.176 model once per worker (~1 MiB); per document ~10x its text; per block ~4x")
     Config = LangIdConfig
-    resources = Resources(actor=True)
+    resources = Resources(loads_model=True)
     defaults_from = "fastText lid.176 with min_score 0.65 (FineWeb, DCLM); newline→space before predict"
     # The column a runner partitions kept output on when `split_by_language` is set.
     partition_column: ClassVar[str] = LANG

@@ -44,15 +44,14 @@ class OpConfig(BaseModel):
 
 
 class Resources(BaseModel):
-    """What one worker of an op needs. ``actor`` ops load a model once per worker (Ray actor pool)."""
+    """What one worker of an op needs. A ``loads_model`` op is set up once per worker process and kept
+    for every block after (the stream pass caches set-up ops per process), so the model loads once."""
 
     model_config = ConfigDict(extra="forbid")
 
     num_cpus: float = Field(1.0, gt=0)
     memory_mb: int | None = Field(None, gt=0)
-    actor: bool = False
-    # Upper bound on parallel workers for actor ops; None lets the runner size it to the cluster.
-    max_workers: int | None = Field(None, ge=1)
+    loads_model: bool = False
 
 
 @dataclass

@@ -20,15 +20,15 @@ import ray
 from curation.faults import fault_point
 from curation.ingest.base import get_reader
 from curation.ingest.listing import InputFile, list_inputs
-from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, SinkContext, get_op
+from curation.operator import REASON, REJECTED_BY, UNIT, GlobalContext, SinkContext
 from pipelines.errors import RunError
 from pipelines.manifest import Manifest
 from pipelines.planner import DATA_DIR, INGEST_LABEL, Stage, plan_stages
 from pipelines.ray_session import cluster_size
 from pipelines.rundir import RunDir, now
 from pipelines.specs import LoadedSpec, canonical_hash
-from pipelines.stream_pass import (ActorSegment, PassContext, Unit, make_task_segment, progress_dir, read_units,
-                                   parse_part_name, segment_steps, unit_prefix, write_outputs)
+from pipelines.stream_pass import (PassContext, Unit, parse_part_name, process_and_write, progress_dir, read_units,
+                                   step_specs, unit_prefix, write_outputs)
 
 
 class Reporter:
@@ -207,13 +207,10 @@ class CurateRun:
             # spread over every core instead of running inside its reader's task.
             read_args["scheduling_strategy"] = "SPREAD"
         ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"ctx": ctx}, **read_args)
-        for segment in segment_steps(stage.steps):
-            if segment["actor"]:
-                ds = ds.map_batches(ActorSegment, fn_constructor_kwargs={"steps": segment["steps"]},
-                                    batch_format="pyarrow", batch_size=None, **self._actor_args(segment))
-            else:
-                ds = ds.map_batches(make_task_segment(segment), batch_format="pyarrow", batch_size=None, num_cpus=1)
-        ds = ds.map_batches(write_outputs, batch_format="pyarrow", batch_size=None, fn_kwargs={"ctx": ctx}, num_cpus=1)
+        # One task op for the whole chain and the write (see process_and_write): with many files it
+        # fuses with the read, so each task takes a file from its first byte to its committed parts.
+        ds = ds.map_batches(process_and_write, batch_format="pyarrow", batch_size=None, num_cpus=1,
+                            fn_kwargs={"ctx": ctx, "steps": step_specs(stage.steps)})
 
         sizes = {u.unit: size for u, size in pending}
         tracker = UnitTracker(self.run, stage.id, attempt)
@@ -244,19 +241,6 @@ class CurateRun:
                 parsed = parse_part_name(path.rsplit("/", 1)[-1])
                 if parsed and parsed[0] in attempts and parsed[1] != attempts[parsed[0]]:
                     self.run.fs.delete_file(path)
-
-    def _actor_args(self, segment: dict[str, Any]) -> dict[str, Any]:
-        op = get_op(segment["steps"][0]["op"])
-        res = op.resources
-        # On a small local Ray, actors that take whole CPUs starve the read tasks and the pass hangs;
-        # leave at least one CPU's worth of room for readers and writers.
-        workers = res.max_workers or max(1, int(self.num_cpus) - 1)
-        num_cpus = min(res.num_cpus, 0.5) if self.local else res.num_cpus
-        args: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-                                "num_cpus": num_cpus}
-        if res.memory_mb:
-            args["memory"] = res.memory_mb * (1 << 20)
-        return args
 
     def _stage_counts(self, stage: Stage, total_units: int) -> dict[str, Any]:
         markers = [m for m in self.run.list_files(progress_dir(stage.id), ".json") if "/read-" not in m]

@@ -145,7 +145,7 @@ def render() -> str:
             "kept documents at the end.", ""]
     for name, op in registered_ops().items():
         kind = getattr(op, "kind", "row")
-        resources = "actor pool (model loaded once per worker)" if op.resources.actor else "tasks"
+        resources = "tasks (model loaded once per worker process)" if op.resources.loads_model else "tasks"
         intro = f"*{kind}* op, runs as {resources}. {_first_paragraph(op.__doc__)}"
         if op.defaults_from:
             intro += f" Defaults from: {_escape(op.defaults_from)}."

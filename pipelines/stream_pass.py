@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from curation.ingest.base import get_reader
 from curation.ingest.listing import filesystem_for
-from curation.operator import (REASON, REASON_DETAIL, RECORD, REJECTED_BY, TEXT, UNIT, RowOp, get_op)
+from curation.operator import (REASON, REASON_DETAIL, RECORD, REJECTED_BY, TEXT, UNIT)
 from pipelines.planner import INGEST_LABEL
 from pipelines.row_ops import apply_row_ops, cached_ops
 from pipelines.rundir import RunDir, write_parquet_atomic
@@ -54,7 +54,6 @@ class PassContext:
     # Kept rows go to <output_dir>/<name>=<value>/ folders (Hive style) when set: `langid`'s
     # split_by_language writes data/lang=en/, data/lang=de/ …
     partition_column: str | None = None
-    segments: list[dict[str, Any]] = field(default_factory=list)  # [{"key", "actor", "steps": [...]}]
 
 
 def progress_dir(stage_id: str) -> str:
@@ -115,40 +114,26 @@ def _read_one(unit: Unit) -> Iterator[pa.Table]:
 # ---------------------------------------------------------------------------------------------- ops
 
 
-def make_task_segment(segment: dict[str, Any]) -> Callable[[pa.Table], pa.Table]:
-    key, steps = segment["key"], segment["steps"]
-
-    def run_segment(table: pa.Table) -> pa.Table:
-        return apply_row_ops(table, cached_ops(key, steps))
-
-    return run_segment
+def ops_key(stage_steps: list[dict[str, Any]]) -> str:
+    """The worker-process cache key of a stage's ops: their labels and configs."""
+    return "|".join(f"{s['label']}={s['config']}" for s in stage_steps)
 
 
-class ActorSegment:
-    """Ops that hold a model: loaded once when the actor starts, then reused for every batch."""
-
-    def __init__(self, steps: list[dict[str, Any]]):
-        from pipelines.row_ops import build_ops
-
-        self.ops: list[RowOp] = build_ops(steps)
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return apply_row_ops(table, self.ops)
+def step_specs(stage_steps: list[Any]) -> list[dict[str, Any]]:
+    return [{"op": step.op, "label": step.label, "config": step.config.model_dump(mode="json")} for step in stage_steps]
 
 
-def segment_steps(stage_steps: list[Any]) -> list[dict[str, Any]]:
-    """Group a stage's steps: consecutive task ops share one UDF; each actor op gets its own pool."""
-    segments: list[dict[str, Any]] = []
-    for step in stage_steps:
-        spec = {"op": step.op, "label": step.label, "config": step.config.model_dump(mode="json")}
-        actor = get_op(step.op).resources.actor
-        if segments and not actor and not segments[-1]["actor"]:
-            segments[-1]["steps"].append(spec)
-        else:
-            segments.append({"actor": actor, "steps": [spec]})
-    for i, seg in enumerate(segments):
-        seg["key"] = f"{i}:" + "|".join(f"{s['label']}={s['config']}" for s in seg["steps"])
-    return segments
+def process_and_write(table: pa.Table, ctx: PassContext, steps: list[dict[str, Any]]) -> pa.Table:
+    """Every row op of the stage on one block, then its rows written: one task does the whole chain.
+
+    Ops that load a model (langid, classifiers) are set up once per worker process and kept
+    (:func:`pipelines.row_ops.cached_ops`; Ray reuses a worker process for the tasks after it), so
+    they need no actor pool of their own. With actor pools, each pool held a slice of the CPUs for
+    the whole pass and a 2-CPU node had none left for the tasks between and after them: at 40 input
+    files the filters and writers waited for every read to finish, nothing was committed for minutes
+    and blocks piled up in the object store. One task per block keeps every core on the same chain
+    and commits input files as they finish."""
+    return write_outputs(apply_row_ops(table, cached_ops(ops_key(steps), steps)), ctx)
 
 
 # ------------------------------------------------------------------------------------------- writer

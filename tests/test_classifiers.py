@@ -369,7 +369,7 @@ def test_toxicity_config_errors():
     assert type(q).model_validate(q.model_dump(mode="json")) == q
     t = default_toxicity_config()
     assert ClassifierTrainConfig.model_validate(t.model_dump(mode="json")) == t
-    assert get_op("quality_classifier").resources.actor and cls.resources.actor
+    assert get_op("quality_classifier").resources.loads_model and cls.resources.loads_model
 
 
 def test_toxicity_default_model_is_built_on_first_use(tmp_path, monkeypatch):

@@ -45,7 +45,7 @@ def test_registered_as_an_actor_op_and_model_is_offline():
     import curation.langid  # noqa: F401  (registers the op)
 
     cls = get_op("langid")
-    assert cls is LangId and cls.resources.actor
+    assert cls is LangId and cls.resources.loads_model
     assert lid176_path().name == "lid.176.ftz"
     assert cls.partition_column == "langid.lang"
 

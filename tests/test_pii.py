@@ -157,7 +157,7 @@ def test_pathological_inputs_stay_fast():
 def test_registered_and_config_validation():
     import curation.pii  # noqa: F401  (registers the op)
 
-    assert get_op("pii") is Pii and not Pii.resources.actor
+    assert get_op("pii") is Pii and not Pii.resources.loads_model
     with pytest.raises(ValidationError):
         PiiConfig.model_validate({"emails": True})
     with pytest.raises(ValidationError):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
 
-from curation.normalize import Normalize
-from curation.operator import Resources
 from pipelines.rundir import RunDir
 from pipelines.runner import CurateRun, Reporter
 from pipelines.specs import validate_spec
@@ -19,19 +16,27 @@ def make_spec(paths):
                           "steps": [{"normalize": {}}, {"length_filter": {"min_words": 20}}]}, SourceMap("<test>"))
 
 
-def test_actor_pool_ops_do_not_starve_readers_on_two_cpus(ray_session, tmp_path, monkeypatch):
-    """An op that declares `actor: true` (one model load per worker) runs in an actor pool; on a
-    2-CPU local Ray the pool must leave room for read and write tasks, or the pass hangs."""
-    monkeypatch.setattr(Normalize, "resources", Resources(num_cpus=1, actor=True))
+def test_model_ops_run_in_the_pass_tasks_and_files_commit_as_they_finish(ray_session, tmp_path):
+    """A model-loading op (langid) runs in the same task as the read, the other ops and the write; on a
+    2-CPU local Ray with many files, input files are committed while others are still being read
+    (with actor pools, the filter and write tasks waited for every read to finish)."""
     words = (DATA / "text" / "tinyshakespeare" / "input.txt").read_text().split()
-    write_jsonl_corpus(tmp_path / "docs", files=6, docs_per_file=300, words=words)
-    spec = make_spec([str(tmp_path / "docs" / "*.jsonl")])
+    write_jsonl_corpus(tmp_path / "docs", files=16, docs_per_file=300, words=words)
+    spec = validate_spec({"kind": "curate", "name": "inproc", "input": [{"format": "jsonl",
+                          "paths": [str(tmp_path / "docs" / "*.jsonl")]}],
+                          "steps": [{"normalize": {}}, {"langid": {"keep": ["en"], "min_score": 0.0}},
+                                    {"length_filter": {"min_words": 20}}]}, SourceMap("<test>"))
     run = tmp_path / "run"
     result = CurateRun(spec, RunDir.open(str(run)), Reporter(), num_cpus=2, local=True).execute()
     totals = result.data["totals"]
-    assert totals["balanced"] and totals["read"] == 1800
-    assert len(set(all_ids(run))) == 1800
+    assert totals["balanced"] and totals["read"] == 16 * 300
+    assert len(set(all_ids(run))) == 16 * 300
     assert manifest(run)["stages"][0]["counts"]["rejected"]["length_filter"] > 0
+    progress = next((run / "_progress").iterdir())
+    reads = [p.stat().st_mtime for p in progress.glob("read-u*.json")]
+    commits = [p.stat().st_mtime for p in progress.glob("u*.json")]
+    assert len(reads) == len(commits) == 16
+    assert min(commits) < max(reads), "no input file was committed before the last one was read"
 
 
 def test_split_by_language_writes_hive_folders(ray_session, tmp_path):

@@ -1,7 +1,7 @@
 """Classifier ops: `quality_classifier` and `toxicity`.
 
-Both hold a fastText model, so they run as actors (:class:`Resources` ``actor=True``): ``setup()``
-loads the model once per worker and every batch is scored with one batched ``predict(k=-1)``.
+Both hold a fastText model (:class:`Resources` ``loads_model=True``): ``setup()`` loads it once per
+worker process and every batch is scored with one batched ``predict(k=-1)``.
 Texts go through :func:`~curation.classifiers.text_prep.prepare_text` with the settings stored next
 to the model (``config.json`` → ``text_prep``, written by
 :func:`~curation.classifiers.train.train_classifier`), so a model is applied exactly as it was
@@ -195,7 +195,7 @@ class QualityClassifier(RowOp):
     memory = ("the fastText model once per worker (its file size); per document and block as `toxicity` (the same "
               "text preparation and predict; not measured apart)")
     Config = QualityClassifierConfig
-    resources = Resources(actor=True)
+    resources = Resources(loads_model=True)
     defaults_from = ("DCLM (Li et al. 2024): fastText bigram classifier, positives = curated reference "
                      "text, negatives = random web text; min_score off (DCLM keeps a top fraction, "
                      "a threshold you pick from the annotated scores)")
@@ -357,7 +357,7 @@ class Toxicity(RowOp):
     memory = ("the fastText model once per worker (the default: ~8 MiB); per document ~17x its text (text "
               "preparation, tokens); per block ~3.5x")
     Config = ToxicityConfig
-    resources = Resources(actor=True)
+    resources = Resources(loads_model=True)
     defaults_from = ("fastText trained on Davidson et al. 2017 (hate + offensive → toxic), drop when "
                      "P(toxic) > 0.5; wordlist: C4's LDNOOBW rule (any listed word drops)")
 
