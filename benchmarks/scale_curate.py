@@ -830,7 +830,7 @@ def assemble(docs: int, run_dir: Path, records: dict[str, Any], corpus_stamp: di
              "time and each step's in/out counts, not per-op times; the runner records no per-op times. "
              "Measured per op: extract (extract.seconds per document, summed) and tokenize's phases.",
              "docs_per_s_per_core = docs_in / wall / Ray CPUs; a stage's wall includes its fixed costs (Ray Data "
-             "start-up of its operators, actor pools, shuffles), which dominate at small sizes.",
+             "start-up of its operators, shuffles, actor pools of tokenize), which dominate at small sizes.",
              "RSS includes shared object-store pages a process touched; 'private' is RSS minus shared."]
     if extract_op and stream and stream["wall_s"]:
         extract_op["share_of_stream_core_seconds"] = round(

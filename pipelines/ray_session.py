@@ -78,7 +78,10 @@ class _DropNoise(logging.Filter):
     NOISE = ("Progress bars disabled", "Token authentication is enabled", "Generated new authentication token",
              # Ray Data's note that a task failed, advising DataContext.max_errored_blocks (no spec field):
              # the error itself reaches the CLI, which reports it (a full disk in one line)
-             "An exception was raised from a task of operator")
+             "An exception was raised from a task of operator",
+             # Ray Data's preface to a user-code error (where its stack frames went): the CLI says
+             # what failed itself, and an unexpected error keeps its traceback
+             "Exception occurred in user code, with the abbreviated stack trace")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -33,6 +33,9 @@ def build_ops(step_specs: list[dict[str, Any]]) -> list[RowOp]:
 def cached_ops(key: str, step_specs: list[dict[str, Any]]) -> list[RowOp]:
     ops = _SETUP_CACHE.get(key)
     if ops is None:
+        # One stage's ops per process: a model of the stage before (a multi-GB quality classifier)
+        # is let go when the next stage's tasks reach this worker.
+        _SETUP_CACHE.clear()
         ops = _SETUP_CACHE[key] = build_ops(step_specs)
     return ops
 

@@ -79,11 +79,19 @@ def read_units(batch: pa.Table, ctx: PassContext) -> Iterator[pa.Table]:
     run = RunDir.open(ctx.run_location)
     for row in batch.to_pylist():
         unit = Unit(**{k: row[k] for k in ("unit", "location", "reader", "file_index")})
-        rows = 0
+        # One block of look-ahead: the read marker is written before the unit's last block goes on,
+        # so the summary of that block's write finds it and the driver commits the unit at once. (The
+        # ops and the write run in this same task: a marker written after the last yield would come
+        # after the last summary, and the unit would wait for the end of the pass to be committed.)
+        rows, held = 0, None
         for table in _read_one(unit):
+            if held is not None:
+                yield held
             rows += table.num_rows
-            yield table
+            held = table
         run.write_json(f"{progress_dir(ctx.stage_id)}/read-u{unit.unit:06d}.json", {"rows": rows})
+        if held is not None:
+            yield held
 
 
 def _read_one(unit: Unit) -> Iterator[pa.Table]:

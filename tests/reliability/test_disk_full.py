@@ -2,9 +2,10 @@
 full and which file it could not write (no traceback), nothing half-written is left, and the rerun
 after space is freed resumes and ends with exactly the output of an uninterrupted run.
 
-The run directory is on a 64 MB tmpfs that a ballast file (another program's data) fills to 3 MB of
-free space; the streaming pass writes ~10 MB of uncompressed Parquet from Ray workers, so a worker's
-write fails with ENOSPC. Mounting needs root (CI runs as root); elsewhere the test is skipped. Refusing
+The run directory is on a 64 MB tmpfs that a ballast file (another program's data) fills to 6 MB of
+free space; the streaming pass writes ~13 MB of uncompressed Parquet from Ray workers (~1.6 MB per
+input file, two files at a time), so the first files are committed and a later worker's write fails
+with ENOSPC. Mounting needs root (CI runs as root); elsewhere the test is skipped. Refusing
 a read-only or full location before anything starts is tested in tests/test_storage_errors.py.
 """
 
@@ -49,7 +50,7 @@ def test_disk_full_mid_run_fails_in_one_line_then_rerun_after_freeing_space_resu
     expected = outcome(tmp_path / "ref")
 
     with tmpfs(tmp_path / "disk", size="64m") as disk:
-        ballast = fill(disk, 3 << 20)
+        ballast = fill(disk, 6 << 20)
         run = disk / "run"
         failed = cli(spec, run, ray_address)
         assert failed.returncode == 1, f"exit {failed.returncode}\n{failed.stderr[-4000:]}"
