@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 # Columns the runner owns. Ops may read them but must not drop them.
 DOC_ID = "doc_id"
@@ -44,13 +44,12 @@ class OpConfig(BaseModel):
 
 
 class Resources(BaseModel):
-    """What one worker of an op needs. A ``loads_model`` op is set up once per worker process and kept
-    for every block after (the stream pass caches set-up ops per process), so the model loads once."""
+    """How an op runs. A ``loads_model`` op is set up once per worker process and kept for every block
+    after (the stream pass caches set-up ops per process), so its model loads once per process. Every
+    row op of a stream stage runs in the same 1-CPU task (``pipelines/stream_pass.py``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    num_cpus: float = Field(1.0, gt=0)
-    memory_mb: int | None = Field(None, gt=0)
     loads_model: bool = False
 
 

@@ -1,9 +1,9 @@
 """One streaming pass over a folder of Parquet files, gathering every aggregate the report needs.
 
-Memory stays bounded whatever the run's size: each file is read on its own, only the columns the report
-uses, ``BATCH_ROWS`` rows at a time (a row group's compressed column chunks plus one decoded batch;
-row groups are capped at write, :data:`pipelines.rundir.MAX_ROW_GROUP_BYTES`), and every aggregate is fixed-size (histograms over bins chosen *before* the
-pass), small (reasons, languages, PII types), capped (domains) or a fixed-size sample. Each folder
+Memory stays bounded whatever the run's size: each file is read on its own, only the columns the
+report uses, one row group at a time in batches of about ``BATCH_BYTES`` decoded (row groups are capped
+when a run writes them, :data:`pipelines.rundir.MAX_ROW_GROUP_BYTES`), and every aggregate is
+fixed-size (histograms over bins chosen *before* the pass), small (reasons, languages, PII types), capped (domains) or a fixed-size sample. Each folder
 (``data/``, every ``rejected/<step>/``) is scanned once; sections read the resulting
 :class:`FolderStats`.
 """
