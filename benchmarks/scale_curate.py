@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import datetime
 import json
 import math
 import os
@@ -766,6 +767,36 @@ def extract_op_seconds(run_dir: Path) -> dict[str, Any] | None:
     return {"seconds_summed_over_documents": round(total, 1), "documents": rows} if rows else None
 
 
+def worker_peaks_by_stage(run_dir: Path, manifest: dict[str, Any], invocations: list[dict[str, Any]]) -> dict:
+    """Largest single worker and all workers' RSS while each stage ran, from every invocation's samples
+    (a sample's time is its invocation's ``t0`` plus ``t``; a stage's window is its manifest
+    ``started``..``finished``, which spans the invocations a resumed stage took)."""
+    def stamp(text: str | None) -> float | None:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+    windows = [(st["id"], stamp(st.get("started")), stamp(st.get("finished")) or math.inf)
+               for st in manifest.get("stages", []) if st.get("started")]
+    peaks: dict[str, dict[str, int]] = {}
+    for inv in invocations:
+        path = run_dir / inv.get("samples", "")
+        if not inv.get("samples") or not path.exists() or inv.get("t0") is None:
+            continue
+        with path.open() as fh:
+            for line in fh:
+                try:
+                    sample = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                t = inv["t0"] + sample["t"]
+                for sid, start, end in windows:
+                    if start <= t <= end:
+                        peak = peaks.setdefault(sid, {"largest_worker_rss": 0, "workers_rss_sum": 0})
+                        peak["largest_worker_rss"] = max(peak["largest_worker_rss"], sample.get("max_worker", 0))
+                        peak["workers_rss_sum"] = max(peak["workers_rss_sum"], sample.get("workers", 0))
+                        break
+    return peaks
+
+
 def assemble(docs: int, run_dir: Path, records: dict[str, Any], corpus_stamp: dict[str, Any]) -> dict[str, Any]:
     manifest = _manifest(run_dir)
     invocations = records["invocations"]
@@ -858,7 +889,8 @@ def assemble(docs: int, run_dir: Path, records: dict[str, Any], corpus_stamp: di
                    "driver_peak_rss_through_stages": peaks["driver_rss_through_stages"],
                    "largest_worker": largest, "largest_worker_child": largest_child,
                    "workers_rss_sum_peak": peaks["workers_rss_sum"], "ray_system_rss_sum_peak": peaks["ray_system_rss_sum"],
-                   "worker_children_rss_sum_peak": peaks["worker_children_rss_sum"]},
+                   "worker_children_rss_sum_peak": peaks["worker_children_rss_sum"],
+                   "by_stage": worker_peaks_by_stage(run_dir, manifest, invocations)},
         "spill": {"spill_dir_peak_bytes": peaks["spill_dir_bytes"],
                   "raylet_logged_spilled_mib": sum(s["spilled_mib"] for s in spill_totals),
                   "raylet_logged_restored_mib": sum(s["restored_mib"] for s in spill_totals),
@@ -1000,6 +1032,9 @@ def report() -> str:
              [f"{(r['per_op']['extract'] or {}).get('seconds_summed_over_documents', 0):,.1f} "
               f"({(r['per_op']['extract'] or {}).get('share_of_stream_core_seconds', 0):.0%})" for r in results], ""),
             ("largest worker peak RSS", [_mib((r["memory"]["largest_worker"] or {}).get("peak")) for r in results], ""),
+            *[(f"largest worker during `{sid}`", [_mib(r["memory"].get("by_stage", {}).get(sid, {}).get(
+                "largest_worker_rss")) if r["memory"].get("by_stage", {}).get(sid) else "—" for r in results], "")
+              for sid in stage_ids],
             ("spill (peak dir / raylet total)", [f"{_mib(r['spill']['spill_dir_peak_bytes'])} / "
                                                  f"{r['spill']['raylet_logged_spilled_mib']:,} MiB" for r in results], ""),
             ("intermediates / input (peak)", [f"{r['disk']['peak_intermediate_over_input']}" for r in results], ""),
