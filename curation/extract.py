@@ -17,8 +17,8 @@ address-space cap, so a pathological page costs at most ``timeout_s`` and never 
 Columns: ``text``, ``title`` (the page's ``<title>``), ``extract.lang_hint`` (``<html lang>`` or the
 ``Content-Language`` meta), ``extract.charset`` (Python codec name) and ``extract.charset_source``
 (``bom`` | ``header`` | ``meta`` | ``utf8_valid`` | ``detected`` | ``fallback``),
-``extract.html_bytes`` (int64), ``extract.seconds`` (wall time for the document, sandbox round trip
-included). Passed-through rows have null ``extract.*`` columns. ``content`` is dropped afterwards
+``extract.html_bytes`` (int64), ``extract.seconds`` (the document's wall time in the child, pipe
+included: pages go to the child in batches of a few MB and it answers each as it finishes it). Passed-through rows have null ``extract.*`` columns. ``content`` is dropped afterwards
 unless ``keep_html`` (kept and rejected data then carry no raw HTML).
 
 Reasons: ``extract_too_large`` (body over ``max_bytes``, checked before any work),
@@ -47,15 +47,15 @@ is resiliparse ``extract_plain_text(main_content=True)`` (``engine: resiliparse`
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curation.operator import TEXT, Decision, OpConfig, RowOp, register_op, set_column
-from curation.sandbox import ProcessSandbox, SandboxError, SandboxTimeout
+from curation.operator import TEXT, Decision, OpConfig, Resources, RowOp, register_op, set_column
+from curation.sandbox import OK, Outcome, ProcessSandbox
+from curation.sandbox import TIMEOUT as TIMED_OUT
 
 CONTENT, CONTENT_TYPE, HEADER_CHARSET, TITLE = "content", "content_type", "charset", "title"
 LANG_HINT = "extract.lang_hint"
@@ -98,6 +98,25 @@ def body_kind(content_type: str | None) -> str | None:
     return None
 
 
+# One message to the extraction child carries at most this much HTML (or this many pages): the child
+# holds the whole message while it works through it, and a timeout or crash resends the rest.
+REQUEST_BYTES = 4 * 2**20
+REQUEST_PAGES = 256
+
+
+def _request_batches(work: list[tuple[int, tuple]]) -> list[list[tuple[int, tuple]]]:
+    batches: list[list[tuple[int, tuple]]] = []
+    size = 0
+    for item in work:
+        body_bytes = len(item[1][1])
+        if not batches or len(batches[-1]) >= REQUEST_PAGES or (size + body_bytes > REQUEST_BYTES and batches[-1]):
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += body_bytes
+    return batches
+
+
 def _column(batch: pa.Table, name: str, n: int) -> list:
     return batch.column(name).to_pylist() if name in batch.column_names else [None] * n
 
@@ -110,6 +129,9 @@ class Extract(RowOp):
     memory = ("per document: the HTML body, at most max_bytes, parsed in a child process whose address space is "
               "capped at max_memory_mb; in the worker ~1.2x the body; per block ~0.3x")
     Config = ExtractConfig
+    # ~2 MiB of HTML is 20-40 pages, 0.2-0.5 s of extraction: enough blocks to keep every core busy
+    # on one file, few enough that per-block costs (a task, a Parquet part) stay small.
+    resources = Resources(block_bytes=2 * 2**20)
     defaults_from = ("trafilatura precision mode without comments, as FineWeb ran it (datatrove); "
                      "resiliparse main_content as DCLM; no dedup or fallback inside the extractor")
 
@@ -146,39 +168,42 @@ class Extract(RowOp):
         reasons: list[str | None] = [None] * n
         details: list[str | None] = [None] * n
         extracted = [False] * n  # rows whose `text` and `title` this op wrote
+        work: list[tuple[int, tuple]] = []  # (row, request) for the sandbox
         for i, body in enumerate(bodies):
             if body is None:
                 if texts[i] is None:
                     reasons[i], details[i] = EMPTY, "no content and no text"
                 continue
-            start = time.perf_counter()
             if isinstance(body, str):  # a string `content` column (e.g. HTML kept in Parquet): already decoded
                 body, header_charsets[i] = body.encode("utf-8", "replace"), "utf-8"
             extracted[i], texts[i] = True, None
             out[HTML_BYTES][i] = len(body)
-            reasons[i], details[i] = self._extract_one(i, body, types[i], header_charsets[i], texts, out)
-            out[SECONDS][i] = time.perf_counter() - start
+            kind = body_kind(types[i])
+            if kind is None:
+                reasons[i], details[i] = ERROR, f"unsupported content type {types[i]!r}"
+            elif len(body) > cfg.max_bytes:
+                reasons[i], details[i] = TOO_LARGE, f"{len(body)} bytes > max_bytes {cfg.max_bytes}"
+            else:
+                work.append((i, (kind, body, header_charsets[i])))
+        for chunk in _request_batches(work):
+            outcomes = self.sandbox.call_many([request for _, request in chunk], cfg.timeout_s)
+            for (i, _), outcome in zip(chunk, outcomes):
+                out[SECONDS][i] = outcome.seconds
+                reasons[i], details[i] = self._take(i, outcome, texts, out)
         table = self._assemble(batch, texts, out, extracted)
         if all(reason is None for reason in reasons):
             return Decision(table)
         reason = pa.array(reasons, pa.string())
         return Decision(table, keep=pc.is_null(reason), reason=reason, detail=pa.array(details, pa.string()))
 
-    def _extract_one(self, i: int, body: bytes, content_type: str | None, header_charset: str | None,
-                     texts: list, out: dict[str, list]) -> tuple[str | None, str | None]:
-        """Fill row ``i`` of ``texts`` and ``out``; return ``(reason, detail)``."""
+    def _take(self, i: int, outcome: Outcome, texts: list, out: dict[str, list]) -> tuple[str | None, str | None]:
+        """Fill row ``i`` of ``texts`` and ``out`` from the sandbox's answer; return ``(reason, detail)``."""
         cfg: ExtractConfig = self.config  # type: ignore[assignment]
-        kind = body_kind(content_type)
-        if kind is None:
-            return ERROR, f"unsupported content type {content_type!r}"
-        if len(body) > cfg.max_bytes:
-            return TOO_LARGE, f"{len(body)} bytes > max_bytes {cfg.max_bytes}"
-        try:
-            text, title, lang, charset, source, problem = self.sandbox.call((kind, body, header_charset), cfg.timeout_s)
-        except SandboxTimeout as error:
-            return TIMEOUT, str(error)
-        except SandboxError as error:
-            return ERROR, str(error)
+        if outcome.status == TIMED_OUT:
+            return TIMEOUT, outcome.value
+        if outcome.status != OK:
+            return ERROR, outcome.value
+        text, title, lang, charset, source, problem = outcome.value
         texts[i] = text
         for name, value in ((TITLE, title), (LANG_HINT, lang), (CHARSET, charset), (CHARSET_SOURCE, source)):
             out[name][i] = value

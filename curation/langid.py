@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
-from curation.operator import TEXT, Decision, OpConfig, Resources, RowOp, register_op, set_column
+from curation.operator import MODEL_BLOCK_BYTES, TEXT, Decision, OpConfig, Resources, RowOp, register_op, set_column
 
 LANG = "langid.lang"
 SCORE = "langid.score"
@@ -148,7 +148,7 @@ class LangId(RowOp):
     name = "langid"
     memory = ("the lid.176 model once per worker (~1 MiB); per document ~10x its text; per block ~4x")
     Config = LangIdConfig
-    resources = Resources(loads_model=True)
+    resources = Resources(loads_model=True, block_bytes=MODEL_BLOCK_BYTES)
     defaults_from = "fastText lid.176 with min_score 0.65 (FineWeb, DCLM); newline→space before predict"
     # The column a runner partitions kept output on when `split_by_language` is set.
     partition_column: ClassVar[str] = LANG

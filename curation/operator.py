@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # Columns the runner owns. Ops may read them but must not drop them.
 DOC_ID = "doc_id"
@@ -46,11 +46,22 @@ class OpConfig(BaseModel):
 class Resources(BaseModel):
     """How an op runs. A ``loads_model`` op is set up once per worker process and kept for every block
     after (the stream pass caches set-up ops per process), so its model loads once per process. Every
-    row op of a stream stage runs in the same 1-CPU task (``pipelines/stream_pass.py``)."""
+    row op of a stream stage runs in the same 1-CPU task (``pipelines/stream_pass.py``).
+
+    ``block_bytes``: a heavy op (one whose work per byte dwarfs reading it) names how many bytes of
+    input (its rows' string and binary values) a block should hold, about a second of its work or
+    less. Where a stage reads too few files to give every core one, its reader cuts blocks to the
+    smallest such budget of the stage's ops, so the blocks of one file spread over every core."""
 
     model_config = ConfigDict(extra="forbid")
 
     loads_model: bool = False
+    block_bytes: int | None = Field(None, ge=1)
+
+
+# Block budget of the fastText ops (langid, toxicity, quality_classifier): 4 MiB of text is well
+# under a second of prediction, and a 10 MB input file still spreads over a few cores.
+MODEL_BLOCK_BYTES = 4 * 2**20
 
 
 @dataclass

@@ -2,16 +2,19 @@
 
 Parsers of hostile input (HTML, PDF) can hang, blow up memory or crash in C code. None of that may
 take down the Ray worker that called them, so :class:`ProcessSandbox` keeps one child Python process
-per owner and feeds it one request at a time over a pipe:
+per owner and feeds it requests over a pipe, a batch at a time (:meth:`ProcessSandbox.call_many`: one
+message out, one reply per request back, so the child never waits for the parent between requests):
 
-* **Per-request wall-clock timeout**, enforced by the parent with ``select``: on expiry the child is
-  SIGKILLed and a fresh one is started before the next request. Signals (``SIGALRM``) are not used:
+* **Per-request wall-clock timeout**, enforced by the parent with ``select``: each reply must come
+  within ``timeout_s`` of the one before it (of the batch being sent, for the first). On expiry the
+  child is SIGKILLed, that request is reported as timed out and the rest of the batch goes to a fresh
+  child. Signals (``SIGALRM``) are not used:
   they only fire between Python bytecodes, never inside a C parser, and only in the main thread.
 * **Memory guard**: the child sets ``RLIMIT_AS``, so a runaway allocation fails inside the child
   (``MemoryError``, or a crash) instead of inviting the OOM killer into the worker. After a
   ``MemoryError`` the child is replaced, as its C libraries may be left in a bad state.
 * **A crash** (segfault, SIGKILL by anyone) shows up as end-of-file on the pipe: reported as
-  :class:`SandboxCrash`, and the next request gets a fresh child.
+  :class:`SandboxCrash` for the request being worked on, and the rest go to a fresh child.
 * **No orphans**: the parent kills its child when the sandbox is closed, garbage collected or the
   interpreter exits (``weakref.finalize``); a child whose parent died without cleaning up (SIGKILL)
   sees end-of-file on its request pipe or, if busy, a changed parent pid within a second, and exits.
@@ -42,9 +45,20 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 _HEADER = struct.Struct("<Q")
+OK, ERROR, TIMEOUT, CRASH = "ok", "error", "timeout", "crash"  # Outcome.status
+
+
+class Outcome(NamedTuple):
+    """One request's result: ``status`` OK with the work function's return ``value``, or ERROR,
+    TIMEOUT or CRASH with a message; ``seconds`` from the reply before it (or from sending the batch,
+    for the first) to its own reply: the request's wall time in the child, pipe included."""
+
+    status: str
+    value: Any
+    seconds: float
 _EXIT_OUT_OF_MEMORY = 3  # the child ran out of its address space outside the work function
 _BOOT = "from curation.sandbox import _child_main; _child_main()"
 
@@ -63,7 +77,7 @@ class SandboxCrash(SandboxError):
 
 class ProcessSandbox:
     """A persistent child process running ``factory(config)`` (a ``"module:function"`` returning a
-    one-argument callable) on one request at a time. Thread-safe; started lazily or by :meth:`start`.
+    one-argument callable) on requests, one after the other. Thread-safe; started lazily or by :meth:`start`.
 
     ``memory_mb`` caps the child's address space (None: no cap). ``start_timeout_s`` bounds the
     child's start-up (imports, warm-up), which is not charged to any request.
@@ -97,22 +111,52 @@ class ProcessSandbox:
     def call(self, request: Any, timeout_s: float) -> Any:
         """Run the work function on ``request`` in the child and return its result, or raise
         :class:`SandboxTimeout`, :class:`SandboxCrash` or :class:`SandboxError`."""
+        status, value, _ = self.call_many([request], timeout_s)[0]
+        if status == OK:
+            return value
+        raise {TIMEOUT: SandboxTimeout, CRASH: SandboxCrash}.get(status, SandboxError)(value)
+
+    def call_many(self, requests: list[Any], timeout_s: float) -> list[Outcome]:
+        """Run the work function on each request, in order, with ``timeout_s`` per request; return one
+        :class:`Outcome` per request.
+
+        The batch goes to the child as one message and the child answers each request as it finishes
+        it, so per-request costs are one pickle each way, not a round trip. Keep a batch to a few MB:
+        the child holds the whole message while it works through it."""
+        results: list[Outcome] = []
         with self._lock:
-            proc = self._ensure_started()
-            deadline = time.monotonic() + timeout_s
-            try:
-                _write_frame(proc.stdin.fileno(), pickle.dumps(request, protocol=5), deadline)
-                status, value = pickle.loads(_read_frame(proc.stdout.fileno(), deadline))
-            except TimeoutError:
-                self._kill(restart=True)
-                raise SandboxTimeout(f"no result within {timeout_s:g} s; child process killed") from None
-            except (EOFError, OSError):
-                raise SandboxCrash(f"child process died ({self._kill(restart=True, grace_s=2.0)})") from None
-            if status == "ok":
-                return value
-            if status == "fatal":  # MemoryError: the child's libraries may be in a bad state
-                self._kill(restart=True)
-            raise SandboxError(value)
+            while len(results) < len(requests):
+                results += self._run_batch(requests[len(results):], timeout_s)
+        return results
+
+    def _run_batch(self, requests: list[Any], timeout_s: float) -> list[Outcome]:
+        """Send ``requests`` to the child and collect replies until all are in or one fails the child
+        (timeout, crash, memory); that one's outcome ends the list, and the caller resends the rest."""
+        proc = self._ensure_started()
+        results: list[Outcome] = []
+        last = time.perf_counter()
+
+        def add(status: str, value: Any) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            results.append(Outcome(status, value, now - last))
+            last = now
+
+        try:
+            _write_frame(proc.stdin.fileno(), pickle.dumps(requests, protocol=5), time.monotonic() + timeout_s)
+            while len(results) < len(requests):
+                status, value = pickle.loads(_read_frame(proc.stdout.fileno(), time.monotonic() + timeout_s))
+                if status == "fatal":  # MemoryError: the child's libraries may be in a bad state
+                    self._kill(restart=True)
+                    add(ERROR, value)
+                    break
+                add(OK if status == "ok" else ERROR, value)
+        except TimeoutError:
+            self._kill(restart=True)
+            add(TIMEOUT, f"no result within {timeout_s:g} s; child process killed")
+        except (EOFError, OSError):
+            add(CRASH, f"child process died ({self._kill(restart=True, grace_s=2.0)})")
+        return results
 
     def close(self) -> None:
         with self._lock:
@@ -285,14 +329,20 @@ def _child_main() -> None:
     _child_write(replies, ("ready", os.getpid()))
     while True:
         try:
-            request = _child_read(requests)
-            try:
-                reply = ("ok", work(request))
-            except MemoryError:
-                reply = ("fatal", "MemoryError: memory limit reached")
-            except Exception as error:  # noqa: BLE001 - reported per request
-                reply = ("error", f"{type(error).__name__}: {str(error)[:300]}")
-            _child_write(replies, reply)
+            batch = _child_read(requests)
+            batch.reverse()  # pop() from the end: each request is let go once it is answered
+            while batch:
+                request = batch.pop()
+                try:
+                    reply = ("ok", work(request))
+                except MemoryError:
+                    reply = ("fatal", "MemoryError: memory limit reached")
+                except Exception as error:  # noqa: BLE001 - reported per request
+                    reply = ("error", f"{type(error).__name__}: {str(error)[:300]}")
+                del request  # a large body is not held while the next one is worked on
+                _child_write(replies, reply)
+                if reply[0] == "fatal":
+                    break  # the parent replaces this child and resends the rest
         except (EOFError, OSError):
             return  # the parent closed the pipe or died
         except MemoryError:  # reading the request or writing the reply: the protocol is lost

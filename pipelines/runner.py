@@ -203,9 +203,17 @@ class CurateRun:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         read_args: dict[str, Any] = {"num_cpus": 1}
         if len(pending) < 2 * self.num_cpus:
-            # Few large files: keep the reader out of the fused ops chain so the ops of one file
-            # spread over every core instead of running inside its reader's task.
-            read_args["scheduling_strategy"] = "SPREAD"
+            # Few files: the reader stays out of the fused ops chain so the blocks of one file spread
+            # over every core, in blocks cut to the heavy ops' budget. It reserves no CPU: reading is
+            # a small share of the work behind a heavy op, and a reserved core would sit mostly idle
+            # while the ops queue for the others (one file on 2 CPUs used to extract on one core).
+            read_args = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+            budgets = [s.op_class.resources.block_bytes for s in stage.steps if s.op_class.resources.block_bytes]
+            ctx.block_bytes = min(budgets) if budgets else None
+            if ctx.block_bytes:
+                # Ray Data merges what a task yields into blocks of target_max_block_size (128 MiB)
+                # before they move on: without this, the cut blocks would be glued back together.
+                ds.context.target_max_block_size = ctx.block_bytes
         ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"ctx": ctx}, **read_args)
         # One task op for the whole chain and the write (see process_and_write): with many files it
         # fuses with the read, so each task takes a file from its first byte to its committed parts.

@@ -146,6 +146,9 @@ def render() -> str:
     for name, op in registered_ops().items():
         kind = getattr(op, "kind", "row")
         resources = "tasks (model loaded once per worker process)" if op.resources.loads_model else "tasks"
+        if op.resources.block_bytes:
+            resources += (f"; heavy: a stage reading fewer files than twice its CPUs cuts its blocks to "
+                          f"~{op.resources.block_bytes / 2**20:g} MiB so one file spreads over every core")
         intro = f"*{kind}* op, runs as {resources}. {_first_paragraph(op.__doc__)}"
         if op.defaults_from:
             intro += f" Defaults from: {_escape(op.defaults_from)}."

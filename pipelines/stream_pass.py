@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,6 +55,8 @@ class PassContext:
     # Kept rows go to <output_dir>/<name>=<value>/ folders (Hive style) when set: `langid`'s
     # split_by_language writes data/lang=en/, data/lang=de/ …
     partition_column: str | None = None
+    # Cut read blocks to about this many bytes (see Resources.block_bytes); None: as the reader yields.
+    block_bytes: int | None = None
 
 
 def progress_dir(stage_id: str) -> str:
@@ -84,14 +87,43 @@ def read_units(batch: pa.Table, ctx: PassContext) -> Iterator[pa.Table]:
         # ops and the write run in this same task: a marker written after the last yield would come
         # after the last summary, and the unit would wait for the end of the pass to be committed.)
         rows, held = 0, None
-        for table in _read_one(unit):
-            if held is not None:
-                yield held
-            rows += table.num_rows
-            held = table
+        for read in _read_one(unit):
+            for table in split_by_bytes(read, ctx.block_bytes):
+                if held is not None:
+                    yield held
+                rows += table.num_rows
+                held = table
         run.write_json(f"{progress_dir(ctx.stage_id)}/read-u{unit.unit:06d}.json", {"rows": rows})
         if held is not None:
             yield held
+
+
+def row_bytes(table: pa.Table) -> np.ndarray:
+    """Bytes of each row's string and binary values (what heavy ops chew on; numbers are noise)."""
+    sizes = np.zeros(table.num_rows, np.int64)
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) \
+                or pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy()
+    return sizes
+
+
+def split_by_bytes(table: pa.Table, budget: int | None) -> Iterator[pa.Table]:
+    """Consecutive slices of ``table`` holding about ``budget`` bytes each (a row larger than the
+    budget goes alone); the table itself when it is within budget or there is none."""
+    if budget is None or table.num_rows <= 1:
+        yield table
+        return
+    ends = np.cumsum(row_bytes(table))
+    if ends[-1] <= budget:
+        yield table
+        return
+    start = 0
+    while start < table.num_rows:
+        before = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + budget, side="right")))
+        yield table.slice(start, stop - start)
+        start = stop
 
 
 def _read_one(unit: Unit) -> Iterator[pa.Table]:

@@ -298,6 +298,45 @@ def test_timeout_kills_the_child_and_the_next_document_is_fine():
         op.close()
 
 
+def test_a_timeout_inside_a_batch_costs_only_that_page():
+    # Pages go to the child in one message; the child answers each as it finishes it. A page that
+    # times out in the middle is reported alone and the pages after it go to a fresh child.
+    op = make_op(timeout_s=0.5)
+    try:
+        good = (page(PROSE).encode(), "text/html", None)
+        rows = [good, good, (slow_page(), "text/html", None), good, good]
+        decision, out = run(op, rows)
+        assert reasons(decision) == [None, None, "extract_timeout", None, None]
+        assert all(PROSE[0] in out[i]["text"] for i in (0, 1, 3, 4))
+        assert op.sandbox.restarts == 1
+        seconds = [row["extract.seconds"] for row in out]
+        assert 0.5 <= seconds[2] < 3 and all(0 < seconds[i] < 0.5 for i in (0, 1, 3, 4))
+    finally:
+        op.close()
+
+
+def test_pages_go_to_the_child_in_bounded_messages(op, monkeypatch):
+    import curation.extract as extract
+
+    sizes: list[tuple[int, int]] = []
+    call_many = type(op.sandbox).call_many
+
+    def spy(sandbox, requests, timeout_s):
+        sizes.append((len(requests), sum(len(r[1]) for r in requests)))
+        return call_many(sandbox, requests, timeout_s)
+
+    monkeypatch.setattr(type(op.sandbox), "call_many", spy)
+    monkeypatch.setattr(extract, "REQUEST_PAGES", 3)
+    monkeypatch.setattr(extract, "REQUEST_BYTES", 3000)
+    small, big = page(PROSE).encode(), page(PROSE * 10).encode()
+    assert len(small) < 1000 and 3000 < len(big)
+    decision, out = run(op, [(small, "text/html", None)] * 4 + [(big, "text/html", None), (small, "text/html", None)])
+    assert reasons(decision) == [None] * 6
+    # At most 3 pages and ~3,000 bytes each; a page over the byte budget travels alone.
+    assert [n for n, _ in sizes] == [3, 1, 1, 1]
+    assert sizes[2][1] == len(big)
+
+
 def test_pathological_nesting_in_resiliparse_times_out_not_hangs():
     # lexbor walks 100k nested elements for seconds; lxml (trafilatura) caps the depth at 256.
     op = make_op(engine="resiliparse", timeout_s=0.5)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+
+import pyarrow as pa
 
 from pipelines.rundir import RunDir
 from pipelines.runner import CurateRun, Reporter
 from pipelines.specs import validate_spec
+from pipelines.stream_pass import split_by_bytes
 from pipelines.yaml_source import SourceMap
 from tests.conftest import DATA
 from tests.helpers import all_ids, manifest, write_jsonl_corpus
@@ -59,3 +64,43 @@ def test_split_by_language_writes_hive_folders(ray_session, tmp_path):
         assert set(table.column("langid.lang").to_pylist()) == {folder.split("=")[1]}
     kept = pads.dataset(str(run / "data"), partitioning="hive").to_table()
     assert kept.num_rows == result.data["totals"]["kept"] > 0
+
+
+def test_split_by_bytes_cuts_by_the_rows_string_and_binary_bytes():
+    table = pa.table({"doc_id": list(range(6)), "content": [b"x" * 100, b"x" * 100, None, b"x" * 500, b"x" * 10, b"x" * 10],
+                      "url": ["u"] * 6})
+    sizes = lambda parts: [p.num_rows for p in parts]  # noqa: E731
+    assert sizes(split_by_bytes(table, None)) == [6]
+    assert sizes(split_by_bytes(table, 10_000)) == [6]
+    # 101, 101, 1, 501, 11, 11 bytes: a row over the budget travels alone, nothing is lost or reordered.
+    parts = list(split_by_bytes(table, 250))
+    assert sizes(parts) == [3, 1, 2]
+    assert pa.concat_tables(parts).equals(table)
+    assert sizes(split_by_bytes(table, 1)) == [1] * 6
+
+
+def test_one_file_behind_a_heavy_op_is_cut_into_blocks_for_every_core(ray_session, tmp_path):
+    """One WARC file and `extract` (Resources.block_bytes = 2 MiB): the few-files path cuts the read
+    into ~2 MiB blocks, so its pages spread over both CPUs instead of one block per 16 MB read."""
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    pages = sorted((DATA / "extraction-dev" / "pages").glob("*/source.html.gz"))[:40]
+    html_bytes = 0
+    with (tmp_path / "pages.warc.gz").open("wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for i, path in enumerate(pages):
+            body = gzip.decompress(path.read_bytes())
+            html_bytes += len(body)
+            headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(f"https://example.test/{i}", "response",
+                                                          payload=io.BytesIO(body), http_headers=headers))
+    assert html_bytes > 3 * 2 * 2**20
+    spec = validate_spec({"kind": "curate", "name": "one-file", "input": [{"format": "warc",
+                          "paths": [str(tmp_path / "pages.warc.gz")]}], "steps": [{"extract": {}}]}, SourceMap("<test>"))
+    run = tmp_path / "run"
+    result = CurateRun(spec, RunDir.open(str(run)), Reporter(), num_cpus=2, local=True).execute()
+    totals = result.data["totals"]
+    assert totals["balanced"] and totals["read"] == len(pages) and totals["kept"] > 0.9 * len(pages)
+    parts = list((run / "data").glob("part-u000000-*.parquet"))
+    assert len(parts) >= html_bytes // (3 * 2**20), f"{len(parts)} blocks for {html_bytes:,} bytes of HTML"

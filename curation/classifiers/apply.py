@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curation.classifiers.text_prep import DEFAULT_PREP, TextPrep, prepare_texts
-from curation.operator import TEXT, Decision, OpConfig, Resources, RowOp, register_op, set_column
+from curation.operator import MODEL_BLOCK_BYTES, TEXT, Decision, OpConfig, Resources, RowOp, register_op, set_column
 
 LABEL_PREFIX = "__label__"
 MODEL_FILES = ("model.ftz", "model.bin")
@@ -195,7 +195,7 @@ class QualityClassifier(RowOp):
     memory = ("the fastText model once per worker (its file size); per document and block as `toxicity` (the same "
               "text preparation and predict; not measured apart)")
     Config = QualityClassifierConfig
-    resources = Resources(loads_model=True)
+    resources = Resources(loads_model=True, block_bytes=MODEL_BLOCK_BYTES)
     defaults_from = ("DCLM (Li et al. 2024): fastText bigram classifier, positives = curated reference "
                      "text, negatives = random web text; min_score off (DCLM keeps a top fraction, "
                      "a threshold you pick from the annotated scores)")
@@ -357,7 +357,7 @@ class Toxicity(RowOp):
     memory = ("the fastText model once per worker (the default: ~8 MiB); per document ~17x its text (text "
               "preparation, tokens); per block ~3.5x")
     Config = ToxicityConfig
-    resources = Resources(loads_model=True)
+    resources = Resources(loads_model=True, block_bytes=MODEL_BLOCK_BYTES)
     defaults_from = ("fastText trained on Davidson et al. 2017 (hate + offensive → toxic), drop when "
                      "P(toxic) > 0.5; wordlist: C4's LDNOOBW rule (any listed word drops)")
 
