@@ -98,8 +98,12 @@ def test_one_file_behind_a_heavy_op_is_cut_into_blocks_for_every_core(ray_sessio
     assert html_bytes > 3 * 2 * 2**20
     spec = validate_spec({"kind": "curate", "name": "one-file", "input": [{"format": "warc",
                           "paths": [str(tmp_path / "pages.warc.gz")]}], "steps": [{"extract": {}}]}, SourceMap("<test>"))
+    from ray.data import DataContext
+
+    default_block = DataContext.get_current().target_max_block_size
     run = tmp_path / "run"
     result = CurateRun(spec, RunDir.open(str(run)), Reporter(), num_cpus=2, local=True).execute()
+    assert DataContext.get_current().target_max_block_size == default_block  # the pass's own copy only
     totals = result.data["totals"]
     assert totals["balanced"] and totals["read"] == len(pages) and totals["kept"] > 0.9 * len(pages)
     parts = list((run / "data").glob("part-u000000-*.parquet"))
