@@ -18,8 +18,8 @@ Columns: ``text``, ``title`` (the page's ``<title>``), ``extract.lang_hint`` (``
 ``Content-Language`` meta), ``extract.charset`` (Python codec name) and ``extract.charset_source``
 (``bom`` | ``header`` | ``meta`` | ``utf8_valid`` | ``detected`` | ``fallback``),
 ``extract.html_bytes`` (int64), ``extract.seconds`` (the document's wall time in the child, pipe
-included: pages go to the child in batches of a few MB and it answers each as it finishes it). Passed-through rows have null ``extract.*`` columns. ``content`` is dropped afterwards
-unless ``keep_html`` (kept and rejected data then carry no raw HTML).
+included: pages go to the child in batches of a few MB and it answers each as it finishes it).
+Passed-through rows have null ``extract.*`` columns. ``content`` is dropped afterwards unless ``keep_html`` (kept and rejected data then carry no raw HTML).
 
 Reasons: ``extract_too_large`` (body over ``max_bytes``, checked before any work),
 ``extract_timeout``, ``extract_error`` (binary content, unsupported type, the extractor raised,
@@ -38,9 +38,10 @@ is resiliparse ``extract_plain_text(main_content=True)`` (``engine: resiliparse`
 * ``fallback=False`` (trafilatura ``fast=True``): the readability/jusText fallback cost +56% time on
   the shipped WARC pages and changed 1 page in 40 (a 412-character home-page blurb); it is a recall
   device, at odds with precision mode. ``fallback: true`` turns it back on.
-* ``timeout_s=2``: the shipped pages take 7 ms each (median; 99th percentile 31 ms, slowest 84 ms); datatrove's extractor default is 0.1 s of
-  CPU-bound work in a forked process, on a machine without our neighbours. 2 s of wall time leaves
-  room for a busy machine while capping a pathological page at ~100× a typical one.
+* ``timeout_s=2``: the shipped pages take 7 ms each (median; 99th percentile 31 ms, slowest 84 ms);
+  datatrove's extractor default is 0.1 s of CPU-bound work in a forked process, on a machine without
+  our neighbours. 2 s of wall time leaves room for a busy machine while capping a pathological page
+  at ~100× a typical one.
 * ``max_bytes=5 MiB``: above the HTML of nearly every real page (Common Crawl truncates payloads at
   1 MiB; trafilatura itself refuses 20 MB); ``max_memory_mb=1024``: the child needs ~50 MB at rest.
 """
@@ -54,8 +55,8 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curation.operator import TEXT, Decision, OpConfig, Resources, RowOp, register_op, set_column
-from curation.sandbox import OK, Outcome, ProcessSandbox
-from curation.sandbox import TIMEOUT as TIMED_OUT
+from curation import sandbox
+from curation.sandbox import Outcome, ProcessSandbox
 
 CONTENT, CONTENT_TYPE, HEADER_CHARSET, TITLE = "content", "content_type", "charset", "title"
 LANG_HINT = "extract.lang_hint"
@@ -199,9 +200,9 @@ class Extract(RowOp):
     def _take(self, i: int, outcome: Outcome, texts: list, out: dict[str, list]) -> tuple[str | None, str | None]:
         """Fill row ``i`` of ``texts`` and ``out`` from the sandbox's answer; return ``(reason, detail)``."""
         cfg: ExtractConfig = self.config  # type: ignore[assignment]
-        if outcome.status == TIMED_OUT:
+        if outcome.status == sandbox.TIMEOUT:
             return TIMEOUT, outcome.value
-        if outcome.status != OK:
+        if outcome.status != sandbox.OK:
             return ERROR, outcome.value
         text, title, lang, charset, source, problem = outcome.value
         texts[i] = text

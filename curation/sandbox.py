@@ -13,8 +13,8 @@ message out, one reply per request back, so the child never waits for the parent
 * **Memory guard**: the child sets ``RLIMIT_AS``, so a runaway allocation fails inside the child
   (``MemoryError``, or a crash) instead of inviting the OOM killer into the worker. After a
   ``MemoryError`` the child is replaced, as its C libraries may be left in a bad state.
-* **A crash** (segfault, SIGKILL by anyone) shows up as end-of-file on the pipe: reported as
-  :class:`SandboxCrash` for the request being worked on, and the rest go to a fresh child.
+* **A crash** (segfault, SIGKILL by anyone) shows up as end-of-file on the pipe: reported as a
+  ``CRASH`` outcome for the request being worked on, and the rest go to a fresh child.
 * **No orphans**: the parent kills its child when the sandbox is closed, garbage collected or the
   interpreter exits (``weakref.finalize``); a child whose parent died without cleaning up (SIGKILL)
   sees end-of-file on its request pipe or, if busy, a changed parent pid within a second, and exits.
@@ -49,6 +49,8 @@ from typing import Any, Callable, NamedTuple
 
 _HEADER = struct.Struct("<Q")
 OK, ERROR, TIMEOUT, CRASH = "ok", "error", "timeout", "crash"  # Outcome.status
+_EXIT_OUT_OF_MEMORY = 3  # the child ran out of its address space outside the work function
+_BOOT = "from curation.sandbox import _child_main; _child_main()"
 
 
 class Outcome(NamedTuple):
@@ -59,20 +61,6 @@ class Outcome(NamedTuple):
     status: str
     value: Any
     seconds: float
-_EXIT_OUT_OF_MEMORY = 3  # the child ran out of its address space outside the work function
-_BOOT = "from curation.sandbox import _child_main; _child_main()"
-
-
-class SandboxError(Exception):
-    """The work function raised; ``str(self)`` is ``"ExceptionType: message"``."""
-
-
-class SandboxTimeout(SandboxError):
-    """No reply within the timeout; the child was killed."""
-
-
-class SandboxCrash(SandboxError):
-    """The child died while handling the request (signal, exit, broken pipe)."""
 
 
 class ProcessSandbox:
@@ -107,14 +95,6 @@ class ProcessSandbox:
     def start(self) -> None:
         with self._lock:
             self._ensure_started()
-
-    def call(self, request: Any, timeout_s: float) -> Any:
-        """Run the work function on ``request`` in the child and return its result, or raise
-        :class:`SandboxTimeout`, :class:`SandboxCrash` or :class:`SandboxError`."""
-        status, value, _ = self.call_many([request], timeout_s)[0]
-        if status == OK:
-            return value
-        raise {TIMEOUT: SandboxTimeout, CRASH: SandboxCrash}.get(status, SandboxError)(value)
 
     def call_many(self, requests: list[Any], timeout_s: float) -> list[Outcome]:
         """Run the work function on each request, in order, with ``timeout_s`` per request; return one
