@@ -28,6 +28,8 @@ from training.finetune.data import PREFERENCE_COLUMNS, SFT_COLUMNS, pack_rows, p
 
 SHARDS = "shards"
 REJECTED = "rejected/prepare"
+# Conversations packed together: about this many consecutive records (in hash order) share rows.
+PACK_GROUP_RECORDS = 2048
 PREFERENCE_METHODS = ("reward", "dpo")
 _HASH_SPACE = 2**64
 
@@ -148,6 +150,14 @@ def status_counts(batch: pa.Table) -> pa.Table:
                      "truncated": grouped.column("truncated_sum")})
 
 
+def hash_ranges(records: int, per_group: int = PACK_GROUP_RECORDS) -> list[int]:
+    """Boundaries cutting the uint64 ``order`` hash into equal ranges of ~``per_group`` records each
+    (the hash is uniform): the packing groups, the same on every run whatever the blocks. At least
+    two: Ray Data takes an empty list for no boundaries and samples them."""
+    groups = max(2, -(-records // per_group))
+    return [(i << 64) // groups for i in range(1, groups)]
+
+
 def _select(ds: Any, rejected: bool, split: str | None = None) -> Any:
     def pick(batch: pa.Table) -> pa.Table:
         mask = pc.is_valid(batch.column("reason")) if rejected else pc.is_null(batch.column("reason"))
@@ -220,10 +230,15 @@ def prepare(run: Any, method: str, train_files: list[str], val_files: list[str],
         rows = 0
         if kept[split]:
             tmp = f"{SHARDS}/.tmp-{split}"
-            _select(rendered, rejected=False, split=split).sort("order") \
-                .map_batches(rows_batch, batch_format="pyarrow", batch_size=2048,
-                             fn_kwargs=dict(method=method, width=width, pad_id=pad_id, packing=packing)) \
-                .write_parquet(run.uri(tmp), min_rows_per_file=rows_per_file)
+            # Packing groups are fixed ranges of the hash, not whatever blocks a sampled sort cut
+            # (those differed run to run, and with them the rows and the loss curve); each range is
+            # one block, packed whole, and written in hash order.
+            rows_ds = _select(rendered, rejected=False, split=split) \
+                .sort("order", boundaries=hash_ranges(kept[split])) \
+                .map_batches(rows_batch, batch_format="pyarrow", batch_size=None,
+                             fn_kwargs=dict(method=method, width=width, pad_id=pad_id, packing=packing))
+            rows_ds.context.execution_options.preserve_order = True
+            rows_ds.write_parquet(run.uri(tmp), min_rows_per_file=rows_per_file)
             written = sorted(i.path for i in run.fs.get_file_info(pafs.FileSelector(run.path(tmp)))
                              if i.path.endswith(".parquet"))
             for k, path in enumerate(written):

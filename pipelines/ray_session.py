@@ -98,12 +98,19 @@ def _install_noise_filter() -> None:
                 handler.addFilter(_DropNoise())
 
 
-def _quiet_ray_data() -> None:
+def _configure_ray_data() -> None:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws its own progress from the write summaries
     ctx.print_on_execution_start = False
+    # Ray 2.60's new Parquet path (DataSourceV2) is off, for two reasons. It reads a path given twice
+    # only once: a training stream repeats its files over epochs, and 3 epochs of 3 files read 1
+    # (tests/test_training_reads.py). And it starts 32 footer-reading actors for every read_parquet
+    # call (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS), each a fresh worker process: reading the demo's
+    # stream output (343 small files) took ~20 s on 2 cores, the V1 path 1.8-3.6 s. Every
+    # read_parquet runs on the driver, so the driver's context decides.
+    ctx.use_datasource_v2 = False
     # Ray Data warns once per process that its bars are off; we turned them off on purpose.
     from ray.util.debug import log_once
 
@@ -117,7 +124,7 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
     address = cli_address or spec_address or os.environ.get("RAY_ADDRESS") or None
     _install_noise_filter()
     if ray.is_initialized():  # an embedding program (or a test session) already connected
-        _quiet_ray_data()
+        _configure_ray_data()
         _install_noise_filter()
         return RaySession(address, False, ray.cluster_resources().get("CPU", 1.0))
     if address:
@@ -142,7 +149,7 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
               object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
               log_to_driver=True, configure_logging=True)
         started = True
-    _quiet_ray_data()  # imports ray.data, which sets up its own log handlers: filter them too
+    _configure_ray_data()  # imports ray.data, which sets up its own log handlers: filter them too
     _install_noise_filter()
     return RaySession(address, started, ray.cluster_resources().get("CPU", 1.0))
 

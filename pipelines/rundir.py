@@ -98,6 +98,24 @@ class RunDir:
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)
                       and TMP_MARK not in posixpath.basename(i.path))
 
+    def parquet_schema(self, rel: str) -> pa.Schema | None:
+        """The schema of every Parquet file under ``rel`` unified (a column any file has, at the widest
+        type; None without files): a stage's parts differ in their columns (an input without ``url``,
+        a step that added a column only where it ran), and a reader told one file's schema drops the
+        rest. Footers are read a few at a time: one request each on an object store."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        files = self.list_files(rel, ".parquet", recursive=True)
+        if not files:
+            return None
+
+        def footer(path: str) -> pa.Schema:
+            with self.fs.open_input_file(path) as f:
+                return pq.read_schema(f)
+
+        with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+            return pa.unify_schemas(list(pool.map(footer, files)), promote_options="permissive")
+
     def list_dirs(self, rel: str) -> list[str]:
         base = self.path(rel)
         infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))

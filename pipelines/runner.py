@@ -272,7 +272,8 @@ class CurateRun:
         op = step.op_class(step.config, step_label=step.label)
         self.reporter.stage_started(stage, 1, 1, 0)
         started = time.time()
-        source = ray.data.read_parquet(self.run.uri(previous.output_dir), filesystem=self._fs_for_ray())
+        source = ray.data.read_parquet(self.run.uri(previous.output_dir), filesystem=self._fs_for_ray(),
+                                       schema=self.run.parquet_schema(previous.output_dir))
         result = op.apply(source, GlobalContext(self.run.uri("work", stage.id), self.run.fs, self.num_cpus,
                                                 run_root=self.run.uri()))
         ctx = PassContext(self.run.location, stage.id, stage.output_dir, self.spec.model.output.compression)

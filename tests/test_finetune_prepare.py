@@ -51,3 +51,22 @@ def test_preference_pairs_become_one_row_each(ray_session, tmp_path, tokenizer_p
     assert n == counts["rows"]["train"]
     assert (arrays["loss_mask"].any(1) & arrays["rejected_loss_mask"].any(1)).all()
     assert not np.array_equal(arrays["input_ids"], arrays["rejected_ids"])
+
+
+def test_sft_rows_are_the_same_on_every_run(ray_session, tmp_path, tokenizer_path):
+    # The packing groups are fixed ranges of the records' hash: a sort with sampled boundaries cut
+    # them differently on each run, and the rows (and the loss curve) changed with them.
+    from tests.finetune_support import SFT_TRAIN
+
+    lines = SFT_TRAIN.read_text(encoding="utf-8").splitlines()[:3000]
+    train = _write(tmp_path / "sft.jsonl", lines)
+    tables = []
+    for attempt in ("a", "b"):
+        run = RunDir.open(str(tmp_path / attempt))
+        counts = prepare(run, "sft", [train], [], 0.05, DEFAULT_CHAT_TEMPLATE, tokenizer_path, 64, True, 0,
+                         rows_per_file=200)
+        assert counts["balanced"] and counts["rows"]["val"] > 0
+        shards = open_shards(run.path())
+        assert len(shards.train) > 1
+        tables.append([pq.read_table(f.path).to_pylist() for f in shards.train + shards.val])
+    assert tables[0] == tables[1]
