@@ -7,6 +7,7 @@ only the writers' per-file summaries, from which it commits units and builds the
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -27,8 +28,8 @@ from pipelines.planner import DATA_DIR, INGEST_LABEL, Stage, plan_stages
 from pipelines.ray_session import cluster_size
 from pipelines.rundir import RunDir, now
 from pipelines.specs import LoadedSpec, canonical_hash
-from pipelines.stream_pass import (PassContext, Unit, parse_part_name, process_and_write, progress_dir, read_units,
-                                   step_specs, unit_prefix, write_outputs)
+from pipelines.stream_pass import (PassContext, Unit, group_units, parse_part_name, process_and_write, progress_dir,
+                                   read_units, step_specs, unit_prefix, write_outputs)
 
 
 class Reporter:
@@ -198,11 +199,14 @@ class CurateRun:
         attempt = uuid.uuid4().hex[:8]
         ctx = PassContext(self.run.location, stage.id, stage.output_dir, self.spec.model.output.compression, attempt,
                           partition_column=self._partition_column(stage))
-        items = [{"unit": u.unit, "location": u.location, "reader": u.reader, "file_index": u.file_index}
-                 for u, _ in pending]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        items = [({"unit": u.unit, "location": u.location, "reader": u.reader, "file_index": u.file_index}, size)
+                 for u, size in pending]
+        # One row per group of units, as JSON: inputs of different formats have reader configs of
+        # different shapes, which one Arrow column could not hold.
+        groups = [{"units": json.dumps(group)} for group in group_units(items, self.num_cpus)]
+        ds = ray.data.from_items(groups, override_num_blocks=len(groups))
         read_args: dict[str, Any] = {"num_cpus": 1}
-        if len(pending) < 2 * self.num_cpus:
+        if len(groups) < 2 * self.num_cpus:
             read_args = _spread_few_files(ds, ctx, stage)
         ds = ds.map_batches(read_units, batch_size=1, batch_format="pyarrow", fn_kwargs={"ctx": ctx}, **read_args)
         # One task op for the whole chain and the write (see process_and_write): with many files it

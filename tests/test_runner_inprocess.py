@@ -10,7 +10,7 @@ import pyarrow as pa
 from pipelines.rundir import RunDir
 from pipelines.runner import CurateRun, Reporter
 from pipelines.specs import validate_spec
-from pipelines.stream_pass import split_by_bytes
+from pipelines.stream_pass import group_units, split_by_bytes
 from pipelines.yaml_source import SourceMap
 from tests.conftest import DATA
 from tests.helpers import all_ids, manifest, write_jsonl_corpus
@@ -77,6 +77,22 @@ def test_split_by_bytes_cuts_by_the_rows_string_and_binary_bytes():
     assert sizes(parts) == [3, 1, 2]
     assert pa.concat_tables(parts).equals(table)
     assert sizes(split_by_bytes(table, 1)) == [1] * 6
+
+
+def test_small_files_share_a_read_task_and_big_ones_stay_alone():
+    kib, mib = 1 << 10, 1 << 20
+    items = lambda sizes: [({"unit": i}, size) for i, size in enumerate(sizes)]  # noqa: E731
+    units = lambda groups: [[item["unit"] for item in group] for group in groups]  # noqa: E731
+    # 300 files of 10 KiB on 2 CPUs: eight groups of consecutive files (four per CPU), none lost
+    groups = units(group_units(items([10 * kib] * 300), 2))
+    assert len(groups) == 8 and sum(groups, []) == list(range(300))
+    # files of a MiB or more are seconds of work each: one task per file, as before
+    assert units(group_units(items([20 * mib] * 40), 2)) == [[i] for i in range(40)]
+    assert units(group_units(items([2 * mib] * 3), 2)) == [[0], [1], [2]]
+    # one big file among small ones travels alone; the small ones around it are grouped
+    groups = units(group_units(items([5 * kib] * 20 + [8 * mib] + [5 * kib] * 20), 2))
+    assert [20] in groups and sum(groups, []) == list(range(41)) and len(groups) < 41
+    assert group_units([], 2) == [] and units(group_units(items([0] * 5), 2)) == [[0, 1, 2, 3, 4]]
 
 
 def test_one_file_behind_a_heavy_op_is_cut_into_blocks_for_every_core(ray_session, tmp_path):
