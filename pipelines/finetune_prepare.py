@@ -8,7 +8,8 @@ pretraining launcher reads as it reads pretraining shards.
 
 Validation records are the ``data.val`` files, or else the train records whose xxh64 hash falls in
 the lowest ``val_fraction`` (stable under reordering and reruns). Rows are ordered by the same hash
-before packing, so a file's order does not become the training order.
+before packing, so a file's order does not become the training order, and conversations are packed
+together within fixed ranges of that hash, so every run writes the same rows.
 """
 
 from __future__ import annotations
