@@ -1,9 +1,9 @@
-"""Encoding and packing, one *group* of kept-documents Parquet files at a time, in a Ray actor pool.
+"""Encoding and packing, one *group* of kept-documents Parquet files at a time, in Ray tasks.
 
 The kept documents are cut into contiguous ``doc_id`` ranges of similar text size
-(:mod:`curation.tokenize.order`). Each actor loads the tokenizer once, then for every group it is
-handed: reads the group's documents in ``doc_id`` order, splits each batch into train / val by text hash, encodes each part with one
-``encode_batch_fast`` call (the tokenizers Rust pool; no offsets are computed), packs the ids with a
+(:mod:`curation.tokenize.order`). Each worker process loads the tokenizer once, then for every group
+it is handed: reads the group's documents in ``doc_id`` order, splits each batch into train / val by
+text hash, encodes each part with one ``encode_batch_fast`` call (the tokenizers Rust pool; no offsets are computed), packs the ids with a
 :class:`~curation.tokenize.pack.DocumentPacker` per split (the unfinished row carries over from file
 to file), and writes the rows, sorted by a per-row shuffle key, to
 ``<work>/packed/<split>-u<group>.parquet``. It returns one summary row per (group, split): the driver sees counts, never tokens.
@@ -11,6 +11,7 @@ to file), and writes the rows, sorted by a per-row shuffle key, to
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import uuid
 from itertools import chain
@@ -143,9 +144,25 @@ class _SplitWriter:
         return self.final
 
 
+def encode_pack_groups(batch: pa.Table, **settings) -> pa.Table:
+    """Ray Data task: ``{unit, lo, hi, locations}`` rows in (packing groups), one summary row per
+    (group, split) out. The encoder is built once per worker process and kept for the tasks after it
+    (Ray reuses the process): an actor pool paid a fresh worker process's start-up (~2 s on 2 cores)
+    before the first group, in a stage whose other passes had already warmed the workers up."""
+    key = (hashlib.sha256(settings["tokenizer_json"]).hexdigest(),
+           tuple(sorted((k, v) for k, v in settings.items() if k != "tokenizer_json")))
+    if _ENCODERS.get("key") != key:
+        _ENCODERS.clear()
+        _ENCODERS.update(key=key, encoder=EncodePackFiles(**settings))
+    return _ENCODERS["encoder"](batch)
+
+
+_ENCODERS: dict = {}  # this worker process's encoder (one at a time: a stage's tokenizer)
+
+
 class EncodePackFiles:
-    """Ray Data actor: ``{unit, lo, hi, locations}`` rows in (a packing group: a ``doc_id`` range and
-    the files that hold it), one summary row per (group, split) out."""
+    """``{unit, lo, hi, locations}`` rows in (a packing group: a ``doc_id`` range and the files that
+    hold it), one summary row per (group, split) out; see :func:`encode_pack_groups`."""
 
     def __init__(self, tokenizer_json: bytes, seq_len: int, val_fraction: float, seed: int, batch_docs: int,
                  packed_location: str, compression: str):

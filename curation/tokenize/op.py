@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from curation.faults import fault_point
 from curation.operator import OpConfig, SinkContext, SinkOp, register_op
-from curation.tokenize.encode import SPLITS, EncodePackFiles
+from curation.tokenize.encode import SPLITS, encode_pack_groups
 from curation.tokenize.order import plan_groups, profile_files
 from curation.tokenize.shards import commit_shards, rows_per_shard, shard_manifest, shuffle_into_shards
 from curation.tokenize.train import (TokenizerTrainConfig, load_tokenizer, sample_summary, sample_texts, sha256,
@@ -59,9 +59,9 @@ class TokenizeConfig(OpConfig):
     shard_target_mb: float = Field(100, gt=0, description="target shard size in MB of int32 tokens (before compression)")
     batch_docs: int = Field(512, ge=1, description="documents per encode_batch call")
     group_mb: float = Field(64, gt=0, description="documents are packed in contiguous doc_id ranges of about this "
-                            "many MB of text (one range is encoded in memory by one actor); each range drops at "
+                            "many MB of text (one range is encoded in memory by one task); each range drops at "
                             "most one unfinished row per split")
-    workers: int | None = Field(None, ge=1, description="encoding actors (default: one per CPU, one CPU left for I/O "
+    workers: int | None = Field(None, ge=1, description="encoding tasks at once (default: one per CPU, one CPU left for I/O "
                                 "on a local Ray)")
 
 
@@ -234,7 +234,7 @@ class TokenizeOp(SinkOp):
     """Encode, pack and shuffle the kept documents into train / val token shards (shards/)."""
 
     name = "tokenize"
-    memory = ("per encoding actor one packing group: about group_mb (64 MB) of text, its token ids (4 bytes "
+    memory = ("per encoding task one packing group: about group_mb (64 MB) of text, its token ids (4 bytes "
               "per token) and the packed rows; encode_batch sees batch_docs documents at a time")
     Config = TokenizeConfig
     defaults_from = "GPT-2 / nanoGPT packing: EOS-separated documents cut into seq_len + 1 token rows"
@@ -286,20 +286,20 @@ class TokenizeOp(SinkOp):
                           "vocab_size": tokenizer.get_vocab_size(), **special_token_ids(tokenizer)}
         trained_s = time.time() - started
 
-        # 1. encode and pack, one doc_id range (packing group) per actor call
+        # 1. encode and pack, one doc_id range (packing group) per task
         packed_rel = posixpath.join(ctx.work_dir, "packed")
         workers = cfg.workers or max(1, int(ctx.num_cpus) - (1 if ctx.local else 0))
         groups = plan_groups(_profiles(ctx, files), workers, int(cfg.group_mb * (1 << 20)))
         ds = ray.data.from_items([{"unit": g.unit, "lo": g.lo, "hi": g.hi, "locations": g.locations} for g in groups],
                                  override_num_blocks=len(groups))
-        ds = ds.map_batches(EncodePackFiles, batch_size=1, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        ds = ds.map_batches(encode_pack_groups, batch_size=1, batch_format="pyarrow",
+                            compute=ray.data.TaskPoolStrategy(size=workers),
                             num_cpus=0.5 if ctx.local else 1.0,
-                            fn_constructor_kwargs={"tokenizer_json": tokenizer_json, "seq_len": cfg.seq_len,
-                                                   "val_fraction": cfg.val_fraction, "seed": cfg.seed,
-                                                   "batch_docs": cfg.batch_docs,
-                                                   "packed_location": _location(ctx, packed_rel),
-                                                   "compression": ctx.compression})
+                            fn_kwargs={"tokenizer_json": tokenizer_json, "seq_len": cfg.seq_len,
+                                       "val_fraction": cfg.val_fraction, "seed": cfg.seed,
+                                       "batch_docs": cfg.batch_docs,
+                                       "packed_location": _location(ctx, packed_rel),
+                                       "compression": ctx.compression})
         summaries: list[dict[str, Any]] = []
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             summaries += batch.to_pylist()
