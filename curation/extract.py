@@ -19,7 +19,8 @@ Columns: ``text``, ``title`` (the page's ``<title>``), ``extract.lang_hint`` (``
 (``bom`` | ``header`` | ``meta`` | ``utf8_valid`` | ``detected`` | ``fallback``),
 ``extract.html_bytes`` (int64), ``extract.seconds`` (the document's wall time in the child, pipe
 included: pages go to the child in batches of a few MB and it answers each as it finishes it).
-Passed-through rows have null ``extract.*`` columns. ``content`` is dropped afterwards unless ``keep_html`` (kept and rejected data then carry no raw HTML).
+Passed-through rows have null ``extract.*`` columns. ``content`` is dropped afterwards unless
+``keep_html`` (kept and rejected data then carry no raw HTML).
 
 Reasons: ``extract_too_large`` (body over ``max_bytes``, checked before any work),
 ``extract_timeout``, ``extract_error`` (binary content, unsupported type, the extractor raised,

@@ -1,9 +1,9 @@
-"""Tokenization: train a byte-level BPE tokenizer on a sample of the kept documents, encode them in an
-actor pool, pack them into fixed-length rows, and write shuffled train / val Parquet shards with a
+"""Tokenization: train a byte-level BPE tokenizer on a sample of the kept documents, encode them in
+Ray tasks, pack them into fixed-length rows, and write shuffled train / val Parquet shards with a
 manifest (the ``gristmill-shards/1`` contract that ``training`` reads).
 
 Modules: ``train`` (tokenizer training and loading), ``split`` (train / val by document hash),
-``encode`` (the actor that encodes and packs one data file), ``pack`` (``pack_documents``), ``shards``
+``encode`` (the task that encodes and packs one packing group), ``pack`` (``pack_documents``), ``shards``
 (shuffle, shard files, manifest), ``op`` (the ``tokenize`` and ``train_tokenizer`` steps).
 """
 

@@ -3,10 +3,11 @@
 The kept documents are cut into contiguous ``doc_id`` ranges of similar text size
 (:mod:`curation.tokenize.order`). Each worker process loads the tokenizer once, then for every group
 it is handed: reads the group's documents in ``doc_id`` order, splits each batch into train / val by
-text hash, encodes each part with one ``encode_batch_fast`` call (the tokenizers Rust pool; no offsets are computed), packs the ids with a
-:class:`~curation.tokenize.pack.DocumentPacker` per split (the unfinished row carries over from file
-to file), and writes the rows, sorted by a per-row shuffle key, to
-``<work>/packed/<split>-u<group>.parquet``. It returns one summary row per (group, split): the driver sees counts, never tokens.
+text hash, encodes each part with one ``encode_batch_fast`` call (the tokenizers Rust pool; no
+offsets are computed), packs the ids with a :class:`~curation.tokenize.pack.DocumentPacker` per split
+(the unfinished row carries over from file to file), and writes the rows, sorted by a per-row shuffle
+key, to ``<work>/packed/<split>-u<group>.parquet``. It returns one summary row per (group, split): the
+driver sees counts, never tokens.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``tokenize`` and ``train_tokenizer`` steps: sinks that close a curate spec.
 
 ``tokenize`` reads the kept documents (``data/``), trains or loads a tokenizer, encodes and packs in
-an actor pool, shuffles globally and writes ``shards/`` (the ``gristmill-shards/1`` contract) plus
+Ray tasks, shuffles globally and writes ``shards/`` (the ``gristmill-shards/1`` contract) plus
 ``tokenizer/tokenizer.json``. ``train_tokenizer`` does only the first part, for specs that want the
 tokenizer as a step of its own (a following ``tokenize`` without a ``tokenizer`` field uses it).
 

@@ -67,7 +67,7 @@ class PackingGroup:
 
 
 def plan_groups(profiles: list[dict], workers: int, group_bytes: int) -> list[PackingGroup]:
-    """Contiguous ``doc_id`` ranges balanced by text bytes: at least one per worker (so every actor
+    """Contiguous ``doc_id`` ranges balanced by text bytes: at least one per worker (so every task
     has work), more when the text exceeds ``group_bytes`` per group. A bin goes to the group its first
     byte falls in, so a bin is never split and the cut depends only on the histogram."""
     docs: dict[int, int] = {}
