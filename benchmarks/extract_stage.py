@@ -65,7 +65,7 @@ def real_pages() -> list[tuple[bytes, str, str | None, str]]:
     return pages + shipped_html_pages()
 
 
-def _write_warc(path: Path, pages: list[tuple[bytes, str, str | None, str]]) -> None:
+def write_warc(path: Path, pages: list[tuple[bytes, str, str | None, str]]) -> None:
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
@@ -103,7 +103,7 @@ def corpus(op: str, docs: int, files: int) -> tuple[list, Path, list[Path]]:
     if op == "extract":
         pages = real_pages()
         items: list = [pages[i % len(pages)] for i in range(docs)]
-        suffix, write = "warc.gz", _write_warc
+        suffix, write = "warc.gz", write_warc
     else:
         items = long_documents(docs)
         suffix, write = "jsonl", _write_jsonl

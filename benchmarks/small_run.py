@@ -54,14 +54,14 @@ steps:
 
 def write_inputs() -> Path:
     """The WARC of the hand-checked pages and the spec (written once); returns the spec's path."""
-    from benchmarks.extract_stage import _write_warc, real_pages
+    from benchmarks.extract_stage import real_pages, write_warc
 
     FOLDER.mkdir(parents=True, exist_ok=True)
     warc = FOLDER / "pages.warc.gz"
     if not warc.exists():
         pages = [p for p in real_pages() if p[3].startswith("https://extraction-dev.example/")]
         assert len(pages) == 130, len(pages)
-        _write_warc(warc, pages)
+        write_warc(warc, pages)
     chapters = sorted((DATA / "text" / "moby-dick").glob("chapter_*.txt"),
                       key=lambda p: int(p.stem.split("_")[1]))[:97]
     text_files = sorted(str(p) for p in (DATA / "text" / "sotu").glob("*.txt")) + [str(p) for p in chapters]

@@ -12,9 +12,9 @@ driver sees counts, never tokens.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import uuid
+from functools import lru_cache
 from itertools import chain
 
 import numpy as np
@@ -150,15 +150,12 @@ def encode_pack_groups(batch: pa.Table, **settings) -> pa.Table:
     (group, split) out. The encoder is built once per worker process and kept for the tasks after it
     (Ray reuses the process): an actor pool paid a fresh worker process's start-up (~2 s on 2 cores)
     before the first group, in a stage whose other passes had already warmed the workers up."""
-    key = (hashlib.sha256(settings["tokenizer_json"]).hexdigest(),
-           tuple(sorted((k, v) for k, v in settings.items() if k != "tokenizer_json")))
-    if _ENCODERS.get("key") != key:
-        _ENCODERS.clear()
-        _ENCODERS.update(key=key, encoder=EncodePackFiles(**settings))
-    return _ENCODERS["encoder"](batch)
+    return _encoder(**settings)(batch)
 
 
-_ENCODERS: dict = {}  # this worker process's encoder (one at a time: a stage's tokenizer)
+@lru_cache(maxsize=1)  # one encoder per process at a time: a stage's tokenizer and settings
+def _encoder(**settings) -> "EncodePackFiles":
+    return EncodePackFiles(**settings)
 
 
 class EncodePackFiles:
