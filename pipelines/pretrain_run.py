@@ -8,6 +8,8 @@ changed spec is refused there (its checkpoints belong to another run), unless ``
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +185,9 @@ class PretrainRun:
         metrics = dict(getattr(result, "metrics", None) or {})
         record.update(status="done", finished=now(), seconds=round(time.time() - started, 3),
                       metrics={k: metrics[k] for k in ("step", "tokens", "loss", "val_loss", "val_ppl") if k in metrics})
+        first = first_step_wall_time(self.run, plan.data_start_step)
+        if first is not None:  # Ray Train's start-up as the user waits for it: fit() to the first step
+            record["first_step_s"] = round(first - started, 3)
         return self._finish(manifest, record)
 
     def _finish(self, manifest: Manifest, record: dict[str, Any]) -> Manifest:
@@ -232,6 +237,17 @@ def fit_or_fail(run: RunDir, manifest: Manifest, record: dict[str, Any], what: s
                 raise
         reason = problem.message(run.location) if problem else f"{_last_line(exc)}; rerun the same command to resume"
         raise RunError(f"{what} failed: {reason}") from None
+
+
+def first_step_wall_time(run: RunDir, after_step: int) -> float | None:
+    """``wall_time`` of the first step this invocation trained (the CSV row after ``after_step``)."""
+    if not run.exists("metrics/train.csv"):
+        return None
+    with run.fs.open_input_stream(run.path("metrics/train.csv")) as f:
+        for row in csv.DictReader(io.StringIO(f.read().decode())):
+            if int(row["step"]) > after_step and row.get("wall_time"):
+                return float(row["wall_time"])
+    return None
 
 
 def _last_line(exc: BaseException) -> str:

@@ -96,11 +96,13 @@ def test_two_workers_train_and_loss_decreases(resumed):
     assert all(float(r["grad_norm"]) > 0 and float(r["lr"]) > 0 and float(r["tokens_per_s"]) > 0 for r in rows)
     assert all(r["mfu"] == "" for r in rows)  # a CPU has no peak in the table: MFU left empty, not invented
     assert list(rows[0].keys()) == ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu",
-                                    "val_loss", "val_ppl"]
+                                    "val_loss", "val_ppl", "wall_time"]
     assert list((run / "metrics" / "tb").glob("events.out.tfevents.*"))
     stage = json.loads((run / "manifest.json").read_text())["stages"][0]
     assert stage["status"] == "done" and stage["metrics"]["step"] == MAX_STEPS
     assert stage["plan"]["num_workers"] == 2 and stage["plan"]["cpus_per_worker"] == 0.5
+    walls = [float(r["wall_time"]) for r in rows]  # Ray Train's start-up is read off the first row
+    assert walls == sorted(walls) and 0 < stage["first_step_s"] < stage["seconds"]
     # The run ends by writing its report: the training section from the same CSV and manifest.
     training = json.loads((run / "report" / "stats.json").read_text())["sections"]["training"]
     assert (run / "report" / "index.html").is_file() and training["rows"] == MAX_STEPS

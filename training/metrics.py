@@ -26,7 +26,7 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
     "L4": {"bf16": 121e12, "fp32": 60e12},
 }
 
-CSV_COLUMNS = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_ppl"]
+CSV_COLUMNS = ["step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_ppl", "wall_time"]
 
 
 def peak_flops(device_name: str | None, precision: str) -> float | None:

@@ -73,6 +73,8 @@ class PretrainProgress(pl.Callback):
             "step": step, "tokens": step * self.step_tokens, "loss": loss, "lr": pl_module.last_lr,
             "grad_norm": pl_module.last_grad_norm, "tokens_per_s": tokens_per_s,
             "mfu": mfu(self.plan.flops_per_token, tokens_per_s, self.peak, self.world),
+            # Unix seconds: start-up cost (fit() to the first step) and stalls read straight off the CSV.
+            "wall_time": round(time.time(), 3),
         }
         paused = False  # evaluation and checkpoint time is not training throughput
         if self.plan.eval_every and (step % self.plan.eval_every == 0 or step == self.plan.max_steps):

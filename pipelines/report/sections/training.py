@@ -120,6 +120,7 @@ def _run_summary(ctx: RunContext, t, stage: dict[str, Any], ckpts: list[dict[str
             "tokens_seen": int(max(tokens)) if tokens else None, "num_workers": plan.get("num_workers"),
             "seq_len": plan.get("seq_len"), "global_batch_tokens": plan.get("global_batch_tokens"),
             "global_batch_rows": plan.get("global_batch_rows"), "seconds": stage.get("seconds"),
+            "first_step_s": stage.get("first_step_s"),
             "status": stage.get("status"), "checkpoints": ckpts}
 
 
@@ -137,7 +138,8 @@ def _summary_html(run: dict[str, Any]) -> str:
           ("tokens seen", fmt_num(run["tokens_seen"]) if run["tokens_seen"] is not None else None),
           ("workers", run["num_workers"]), ("sequence length", run["seq_len"]),
           ("tokens per step", run["global_batch_tokens"]), ("rows per step", run["global_batch_rows"]),
-          ("seconds", run["seconds"]), ("checkpoints", ckpts or "none")]
+          ("seconds", run["seconds"]), ("seconds to the first step", run["first_step_s"]),
+          ("checkpoints", ckpts or "none")]
     return table([], [(k, v) for k, v in kv if v not in (None, "")], cls="kv")
 
 
@@ -152,7 +154,7 @@ def build(ctx: RunContext) -> Section | None:
     stride = max(1, len(steps) // MAX_POINTS)
     train_pts, val_pts = _points(steps, _column(t, "loss"), stride), _points(steps, _column(t, "val_loss"))
     last: dict[str, Any] = {}
-    extra = [c for c in t.column_names if c not in CONTRACT and c not in ("val_loss", "val_ppl")]
+    extra = [c for c in t.column_names if c not in CONTRACT and c not in ("val_loss", "val_ppl", "wall_time")]
     for name in list(CONTRACT) + extra:
         values = [v for v in _column(t, name) if v is not None and math.isfinite(v)]
         if values:
