@@ -1,4 +1,5 @@
-"""What runs inside the extraction sandbox: decode an HTTP body, refuse binary, extract main text.
+"""What runs inside the extraction sandbox: decode an HTTP body, refuse binary, extract main text
+(engines ``auto``, ``trafilatura``, ``resiliparse``; see :data:`TRAFILATURA_MIN_SHARE` for ``auto``).
 
 Kept free of pyarrow and pydantic so the sandbox child stays small (~50 MB of address space at rest,
 against ~430 MB with pyarrow loaded), which is what makes a tight ``RLIMIT_AS`` workable.
@@ -170,19 +171,35 @@ def _clean(value: str | None, limit: int = MAX_TITLE_CHARS) -> str | None:
     return value or None
 
 
-def _trafilatura_engine(cfg: dict) -> Callable[[str], tuple[str | None, str | None, str | None]]:
+# The `auto` engine: resiliparse answers every page (DCLM's extractor, ~8× trafilatura's speed); when
+# its main text is under ``route_below`` of the page's visible text, the page is boilerplate-heavy,
+# the case where resiliparse keeps navigation and teasers around the article, and trafilatura is asked
+# too. Its answer wins unless it is under this share of resiliparse's: trafilatura in precision mode
+# then cut the article short (a lazily loaded chapter, a page of short paragraphs), not boilerplate.
+# Measured on the 130 hand-checked pages of data/extraction-dev (BENCHMARKS.md).
+TRAFILATURA_MIN_SHARE = 0.3
+
+WARM_PAGE = "<html><head><title>warm</title></head><body><p>warm up</p><p>the extractor</p></body></html>"
+ExtractResult = tuple[str | None, str | None, str | None, str]  # text, title, lang hint, engine used
+
+
+def _trafilatura_options(cfg: dict) -> dict:
+    return dict(favor_precision=True, include_comments=False, include_tables=cfg["include_tables"],
+                deduplicate=False, fast=not cfg["fallback"])
+
+
+def _trafilatura_engine(cfg: dict) -> Callable[[str], ExtractResult]:
     import trafilatura
     from trafilatura.utils import load_html
 
-    options = dict(favor_precision=True, include_comments=False, include_tables=cfg["include_tables"],
-                   deduplicate=False, fast=not cfg["fallback"])
+    options = _trafilatura_options(cfg)
 
-    def run(html: str):
+    def run(html: str) -> ExtractResult:
         # Parse once, read title and language from the tree, then extract from it (trafilatura
         # copies a tree it is given, so the tree we read stays intact).
         tree = load_html(html)
         if tree is None:
-            return None, None, None
+            return None, None, None, "trafilatura"
         title = tree.find(".//title")
         title = _clean(title.text_content()) if title is not None else None
         lang = tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang")
@@ -192,47 +209,85 @@ def _trafilatura_engine(cfg: dict) -> Callable[[str], tuple[str | None, str | No
                 if (meta.get("http-equiv") or "").lower() == "content-language":
                     lang = meta.get("content")
                     break
-        return trafilatura.extract(tree, **options), title, _clean(lang, 64)
+        return trafilatura.extract(tree, **options), title, _clean(lang, 64), "trafilatura"
 
     return run
 
 
-def _resiliparse_engine(cfg: dict) -> Callable[[str], tuple[str | None, str | None, str | None]]:
+def _resiliparse_parts(cfg: dict):
+    """``(tree, text_of(tree, main_content), title_and_lang(tree))`` helpers for resiliparse engines."""
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
     skip = None if cfg["include_tables"] else ["table"]
 
-    def run(html: str):
-        tree = HTMLTree.parse(html)
+    def text_of(tree, main_content: bool) -> str:
+        return extract_plain_text(tree, main_content=main_content, alt_texts=False, links=False, form_fields=False,
+                                  noscript=False, list_bullets=True, preserve_formatting=True,
+                                  skip_elements=skip)
+
+    def title_and_lang(tree) -> tuple[str | None, str | None]:
         root = tree.document.query_selector("html") if tree.document is not None else None
         lang = root.getattr("lang") if root is not None else None
         if not lang and tree.head is not None:
             meta = tree.head.query_selector('meta[http-equiv="content-language" i]')
             lang = meta.getattr("content") if meta is not None else None
-        text = extract_plain_text(tree, main_content=True, alt_texts=False, links=False, form_fields=False,
-                                  noscript=False, list_bullets=True, preserve_formatting=True,
-                                  skip_elements=skip)
-        return text, _clean(tree.title), _clean(lang, 64)
+        return _clean(tree.title), _clean(lang, 64)
+
+    return HTMLTree.parse, text_of, title_and_lang
+
+
+def _resiliparse_engine(cfg: dict) -> Callable[[str], ExtractResult]:
+    parse, text_of, title_and_lang = _resiliparse_parts(cfg)
+
+    def run(html: str) -> ExtractResult:
+        tree = parse(html)
+        return text_of(tree, True), *title_and_lang(tree), "resiliparse"
 
     return run
 
 
+def _auto_engine(cfg: dict) -> Callable[[str], ExtractResult]:
+    import trafilatura
+
+    parse, text_of, title_and_lang = _resiliparse_parts(cfg)
+    options = _trafilatura_options(cfg)
+    route_below = cfg["route_below"]
+    trafilatura.extract(WARM_PAGE, **options)  # its first call compiles XPath expressions: not per page
+
+    def run(html: str) -> ExtractResult:
+        tree = parse(html)
+        title, lang = title_and_lang(tree)
+        text = text_of(tree, True)
+        if len(text) >= route_below * len(text_of(tree, False)):
+            return text, title, lang, "resiliparse"
+        second = trafilatura.extract(html, **options)
+        if second and len(second) >= TRAFILATURA_MIN_SHARE * len(text):
+            return second, title, lang, "trafilatura"
+        return text, title, lang, "resiliparse"
+
+    return run
+
+
+ENGINES = {"auto": _auto_engine, "trafilatura": _trafilatura_engine, "resiliparse": _resiliparse_engine}
+
+
 def make_worker(cfg: dict) -> Callable[[tuple], tuple]:
     """Sandbox factory: ``(kind, body, header_charset)`` →
-    ``(text, title, lang_hint, charset, charset_source, problem)``."""
-    engine = (_trafilatura_engine if cfg["engine"] == "trafilatura" else _resiliparse_engine)(cfg)
-    engine("<html><head><title>warm</title></head><body><p>warm up</p><p>the extractor</p></body></html>")
+    ``(text, title, lang_hint, charset, charset_source, problem, engine)``; ``engine`` names the
+    extractor whose text was kept (null for text/plain and refused bodies)."""
+    engine = ENGINES[cfg["engine"]](cfg)
+    engine(WARM_PAGE)
 
     def work(request: tuple) -> tuple:
         kind, body, header_charset = request
         text, charset, source = decode_body(body, header_charset)
         problem = binary_problem(body, text, charset)
         if problem is not None:
-            return None, None, None, charset, source, problem
+            return None, None, None, charset, source, problem, None
         if kind == "plain":
-            return text, None, None, charset, source, None
-        extracted, title, lang = engine(text)
-        return extracted, title, lang, charset, source, None
+            return text, None, None, charset, source, None, None
+        extracted, title, lang, used = engine(text)
+        return extracted, title, lang, charset, source, None, used
 
     return work
