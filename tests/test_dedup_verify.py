@@ -13,7 +13,8 @@ import pytest
 
 from curation.dedup.lsh import band_keys
 from curation.dedup.signatures import MinHashSignatures
-from curation.dedup.verify import implied_threshold, pair_jaccard, shingle_sets
+from curation.dedup.rounds import WorkDir
+from curation.dedup.verify import implied_threshold, local_verify_task, pair_jaccard, shingle_sets
 from tests.dedup_corpus import edit, jaccard, sotu_passages
 from tests.test_dedup_ops import doc_id, rows_by_id, run_op
 
@@ -65,10 +66,17 @@ def test_verify_keeps_a_false_positive_candidate(ray_session, tmp_path):
     assert summary["verify_threshold"] == pytest.approx(0.5)
     marker = json.loads((tmp_path / "verified" / "work" / "02-dedup" / "verify" / "_round.json").read_text())
     assert marker["rows"] == 1  # its own round, row-count checked
+    assert marker["backend"] == summary["verify_backend"] == "local"  # two edges: one task, no shuffle
+    # Over its memory budget the one-task check gives up before writing anything (then: two shuffles).
+    work = WorkDir(str(tmp_path / "verified" / "work" / "02-dedup"))
+    edge_dirs = [p.name for p in (tmp_path / "verified" / "work" / "02-dedup").glob("lsh-*")]
+    assert local_verify_task(work, edge_dirs, 0.5, max_bytes=16) is None
+    assert local_verify_task(work, edge_dirs, 0.5, max_bytes=2**20) == {"rows": 1, "candidates": 2, "removed": 1}
 
 
 @pytest.mark.slow
-def test_verified_clusters_equal_brute_force_exact_jaccard(ray_session, tmp_path):
+@pytest.mark.parametrize("verify_mb, backend", [(512, "local"), (0, "shuffle")])
+def test_verified_clusters_equal_brute_force_exact_jaccard(ray_session, tmp_path, verify_mb, backend):
     rng = random.Random(5)
     originals = sotu_passages(12, words=150, seed=6)
     vocab = " ".join(originals).split()
@@ -82,7 +90,8 @@ def test_verified_clusters_equal_brute_force_exact_jaccard(ray_session, tmp_path
     # many bands of few rows: every pair above the threshold collides (recall ~1), and so do many
     # pairs far below it, which only verification removes
     # the LSH rounds by a Ray Data hash shuffle here (auto would bucket this small set in one task)
-    config = {"bands": 40, "rows": 2, "threshold": threshold, "verify": True, "lsh": "shuffle"}
+    config = {"bands": 40, "rows": 2, "threshold": threshold, "verify": True, "lsh": "shuffle",
+              "local_max_verify_mb": verify_mb}
     table = pa.table({"doc_id": pa.array(ids, pa.int64()), "text": texts, "source": ["web"] * len(texts)})
     out = rows_by_id(run_op(ray_session, "minhash_dedup", config, table, tmp_path))
 
@@ -111,4 +120,4 @@ def test_verified_clusters_equal_brute_force_exact_jaccard(ray_session, tmp_path
     assert sum(len(m) > 1 for m in groups.values()) >= 4  # the reference has real clusters to match
     summary = json.loads((tmp_path / "dedup" / "minhash_dedup" / "summary.json").read_text())
     assert summary["verify_removed_edges"] > 0  # and LSH alone would have merged more
-    assert summary["lsh_local_rounds"] == 0
+    assert summary["lsh_local_rounds"] == 0 and summary["verify_backend"] == backend

@@ -78,6 +78,9 @@ class MinHashDedupConfig(OpConfig):
     partitions: int | None = Field(None, ge=1, description="shuffle partitions; default from input size and CPUs")
     verify: bool = Field(False, description="exact Jaccard of every candidate edge on the same shingles; edges "
                          "below `threshold` (given, or (1/bands)^(1/rows)) are dropped, so false positives are kept")
+    local_max_verify_mb: int = Field(512, ge=0, description="`verify` checks every edge in one task while the "
+                                     "edges' endpoints hold at most this much shingle data (8 bytes per distinct "
+                                     "n-gram), else by two shuffles; 0: always shuffle")
 
     @property
     def verify_threshold(self) -> float:
@@ -257,10 +260,12 @@ class MinHashDedup(GlobalOp):
             if cfg.verify:
                 summary["verify_threshold"] = cfg.verify_threshold
                 if edge_dirs:
-                    info = verify_round(work, edge_dirs, partitions, cfg.verify_threshold)
+                    info = verify_round(work, edge_dirs, partitions, cfg.verify_threshold,
+                                        cfg.local_max_verify_mb * 2**20)
                     edge_dirs, edges = ([VERIFY_ROUND] if info["rows"] else []), info["rows"]
                     summary["verify_candidate_edges"] = info["candidates"]
                     summary["verify_removed_edges"] = info["removed"]
+                    summary["verify_backend"] = info.get("backend")
                 else:
                     summary["verify_candidate_edges"] = summary["verify_removed_edges"] = 0
             backend = cfg.components

@@ -12,9 +12,13 @@ What is verified: the star edges the LSH buckets emit (each member to its bucket
 its bucket's root is below the threshold loses that edge even if it is close to another member of the
 bucket; it can still join the cluster through another band.
 
-Distributed like the other rounds, with nothing but a few counts on the driver: the signature pass
-also writes each document's sorted, distinct shingle hashes as ``(doc_id, shingles)``; then two hash
-shuffles bring each edge together with its endpoints' shingles:
+The signature pass also writes each document's sorted, distinct shingle hashes as ``(doc_id,
+shingles)``. When the candidate edges are few (``local_max_verify_mb``: the endpoints' shingles fit
+in that much memory), one Ray task reads the edges, then streams the shingle files keeping only the
+endpoints' rows, and checks every pair: no shuffle, whose fixed start-up cost dominated small runs.
+If the endpoints' shingles outgrow the budget, the task gives up and the round runs distributed like
+the other rounds, with nothing but a few counts on the driver: two hash shuffles bring each edge
+together with its endpoints' shingles:
 
 1. edges keyed on ``src`` ∪ shingle rows, shuffled on ``doc_id``: each partition attaches the source
    shingles to its edges (a ``searchsorted`` lookup; Arrow's hash join does not carry list columns);
@@ -30,9 +34,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from curation.dedup.lsh import EDGE_SCHEMA
-from curation.dedup.rounds import WorkDir, sum_summaries, write_table
+from curation.dedup.rounds import WorkDir, parquet_files, sum_summaries, write_table
 from curation.dedup.signatures import CHUNK_DOCS, MinHashSignatures
 from curation.operator import DOC_ID
 
@@ -152,15 +157,50 @@ def check_dst(table: pa.Table, work: WorkDir, threshold: float) -> pa.Table:
     return pa.table({"rows": [kept.num_rows], "candidates": [len(j)], "removed": [int((~keep).sum())]})
 
 
-def verify_round(work: WorkDir, edge_dirs: list[str], partitions: int, threshold: float) -> dict[str, Any]:
+def local_verify_task(work: WorkDir, edge_dirs: list[str], threshold: float, max_bytes: int) -> dict[str, int] | None:
+    """The whole round in one task, or None (nothing written) when the edges' endpoints hold more
+    than ``max_bytes`` of shingles."""
+    edges = pa.concat_tables([pq.read_table(f, filesystem=work.fs, schema=EDGE_SCHEMA)
+                              for d in edge_dirs for f in parquet_files(work.fs, work.path(d))])
+    pairs = np.unique(np.stack([edges.column("src").to_numpy(), edges.column("dst").to_numpy()], axis=1), axis=0)
+    src, dst = pairs[:, 0], pairs[:, 1]
+    wanted = pa.array(np.unique(pairs), pa.int64())
+    parts, held = [], 0
+    for path in parquet_files(work.fs, work.path("signatures", SHINGLES)):
+        for batch in pq.ParquetFile(work.fs.open_input_file(path)).iter_batches(batch_size=CHUNK_DOCS):
+            part = pa.Table.from_batches([batch]).filter(pc.is_in(batch.column(DOC_ID), value_set=wanted))
+            held += part.nbytes
+            if held > max_bytes:
+                return None
+            parts.append(part)
+    docs = pa.concat_tables(parts) if parts else pa.table({DOC_ID: pa.array([], pa.int64()),
+                                                          SHINGLES: pa.array([], SHINGLE_LIST)})
+    ids = docs.column(DOC_ID).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    ids, sets = ids[order], docs.column(SHINGLES).combine_chunks().take(pa.array(order))
+    j = pair_jaccard(sets.take(pa.array(_lookup(ids, src))), sets.take(pa.array(_lookup(ids, dst))))
+    keep = j >= threshold
+    kept = pa.table({"src": src[keep], "dst": dst[keep]}, schema=EDGE_SCHEMA)
+    if kept.num_rows:
+        write_table(work.fs, work.path(ROUND), kept)
+    return {"rows": kept.num_rows, "candidates": len(j), "removed": int((~keep).sum())}
+
+
+def verify_round(work: WorkDir, edge_dirs: list[str], partitions: int, threshold: float,
+                 local_max_bytes: int = 0) -> dict[str, Any]:
     """The ``verify`` round: candidate edges in ``edge_dirs`` → edges with exact Jaccard ≥ threshold
-    in ``verify/``. Returns the round's marker (rows kept, candidates, removed, threshold)."""
+    in ``verify/``. Returns the round's marker (rows kept, candidates, removed, threshold, backend).
+    ``local_max_bytes`` > 0 tries one task first (see the module docstring)."""
     import ray
 
     info = work.finished(ROUND)
     if info is not None:
         return info
     work.begin(ROUND)
+    if local_max_bytes > 0:
+        totals = ray.get(ray.remote(num_cpus=1)(local_verify_task).remote(work, edge_dirs, threshold, local_max_bytes))
+        if totals is not None:
+            return work.finish(ROUND, totals.pop("rows"), threshold=threshold, backend="local", **totals)
     read = {"filesystem": work.ray_filesystem()}
     shingles = ray.data.read_parquet(work.uri("signatures", SHINGLES), **read).map_batches(
         keyed_on_self, batch_format="pyarrow")
@@ -172,4 +212,4 @@ def verify_round(work: WorkDir, edge_dirs: list[str], partitions: int, threshold
         check_dst, batch_format="pyarrow", batch_size=None, fn_kwargs={"work": work, "threshold": threshold})
     totals = sum_summaries(checked)
     return work.finish(ROUND, totals.get("rows", 0), candidates=totals.get("candidates", 0),
-                       removed=totals.get("removed", 0), threshold=threshold)
+                       removed=totals.get("removed", 0), threshold=threshold, backend="shuffle")
