@@ -26,6 +26,7 @@ from tests.browser import chromium  # noqa: F401 (fixture)
 def synthetic(tmp_path_factory) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("synth") / "run"
     written = synthesize_run(run, 6_000, seed=3)
+    build_report(str(run))  # report/ exists for every test, whichever runs alone (-k)
     return run, written
 
 

@@ -17,7 +17,7 @@ Per batch, with no loop over shingles or documents in Python:
    ``tests/test_dedup_signatures.py``). Two array passes per (shingle, permutation) pair, against
    datasketch's five including a 64-bit modulo, and 64-bit outputs rather than 32.
 4. **Minimum per document** with ``np.minimum.reduceat`` over the shingle ranges, a block of
-   permutations at a time so the working matrix stays in cache.
+   permutations at a time (one contiguous row each) so the working matrix stays in cache.
 
 Defaults (5-word shingles, 112 permutations as 14 bands x 8 rows, 64-bit hashes) are FineWeb's.
 """
@@ -205,14 +205,16 @@ class MinHashSignatures:
         starts = (np.cumsum(per_doc) - per_doc)[has]
         block = max(1, min(self.num_perm, _BLOCK_ELEMENTS // max(1, len(hashes))))
         rows = np.flatnonzero(has)
-        buf = np.empty((len(hashes), block), dtype=np.uint64)
-        column = hashes[:, None]
+        # One row per permutation, the shingles along it: each row is contiguous, so the minimum per
+        # document is a reduceat along a contiguous axis. The other layout (shingles x permutations,
+        # reduced along axis 0) made NumPy walk a strided axis and cost 13x more.
+        buf = np.empty((block, len(hashes)), dtype=np.uint64)
         for k in range(0, self.num_perm, block):
             width = min(block, self.num_perm - k)
-            view = buf[:, :width]
-            np.multiply(column, self.a[None, k:k + width], out=view)
-            np.add(view, self.b[None, k:k + width], out=view)
-            sig[rows, k:k + width] = np.minimum.reduceat(view, starts, axis=0)
+            view = buf[:width]
+            np.multiply(self.a[k:k + width, None], hashes[None, :], out=view)
+            np.add(view, self.b[k:k + width, None], out=view)
+            sig[rows, k:k + width] = np.minimum.reduceat(view, starts, axis=1).T
         return sig
 
 
