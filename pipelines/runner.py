@@ -276,8 +276,14 @@ class CurateRun:
         op = step.op_class(step.config, step_label=step.label)
         self.reporter.stage_started(stage, 1, 1, 0)
         started = time.time()
+        # With a file per CPU or more, one read task per file: Ray Data then fuses the op's first map
+        # into the read. Left to itself it splits each file's read into ~1 MB blocks for separate map
+        # tasks, and a read task that holds a CPU while it trickles blocks out left the other core
+        # mostly idle (the MinHash signature round at 128 k documents: 10.4 s, fused 4.9 s).
+        files = len(self.run.list_files(previous.output_dir, ".parquet", recursive=True))
+        per_file = {"override_num_blocks": files} if files >= self.num_cpus else {}
         source = ray.data.read_parquet(self.run.uri(previous.output_dir), filesystem=self._fs_for_ray(),
-                                       schema=self.run.parquet_schema(previous.output_dir))
+                                       schema=self.run.parquet_schema(previous.output_dir), **per_file)
         result = op.apply(source, GlobalContext(self.run.uri("work", stage.id), self.run.fs, self.num_cpus,
                                                 run_root=self.run.uri()))
         ctx = PassContext(self.run.location, stage.id, stage.output_dir, self.spec.model.output.compression)
