@@ -215,7 +215,8 @@ def _trafilatura_engine(cfg: dict) -> Callable[[str], ExtractResult]:
 
 
 def _resiliparse_parts(cfg: dict):
-    """``(tree, text_of(tree, main_content), title_and_lang(tree))`` helpers for resiliparse engines."""
+    """``(parse(html) → tree, text_of(tree, main_content), title_and_lang(tree))`` for the engines
+    built on resiliparse."""
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
@@ -259,7 +260,7 @@ def _auto_engine(cfg: dict) -> Callable[[str], ExtractResult]:
         tree = parse(html)
         title, lang = title_and_lang(tree)
         text = text_of(tree, True)
-        if len(text) >= route_below * len(text_of(tree, False)):
+        if route_below == 0 or len(text) >= route_below * len(text_of(tree, False)):
             return text, title, lang, "resiliparse"
         second = trafilatura.extract(html, **options)
         if second and len(second) >= TRAFILATURA_MIN_SHARE * len(text):
