@@ -88,6 +88,21 @@ class _DropNoise(logging.Filter):
         return not any(n in message for n in self.NOISE)
 
 
+def quiet_worker_logs() -> None:
+    """Run in every Ray worker process as it starts (``worker_process_setup_hook``). Ray Train V2's
+    placement-group cleaner asks the state API whether the controller lives, once a second; without
+    ``ray[default]`` (no dashboard, no state API) each failed ask logs a warning, ~90 lines in a
+    ``make demo``, none of them actionable. Its own errors still show."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
+def _runtime_env(**extra: Any) -> dict[str, Any]:
+    env: dict[str, Any] = {"worker_process_setup_hook": "pipelines.ray_session.quiet_worker_logs", **extra}
+    if faults.runtime_env_vars():  # the reliability suite's kill points (empty in normal runs)
+        env["env_vars"] = faults.runtime_env_vars()
+    return env
+
+
 def _install_noise_filter() -> None:
     for name in ("ray", "ray.data"):
         logger = logging.getLogger(name)
@@ -128,7 +143,7 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
         _install_noise_filter()
         return RaySession(address, False, ray.cluster_resources().get("CPU", 1.0))
     if address:
-        runtime_env = {}
+        runtime_env = _runtime_env()
         if ship_code:
             import curation
             import eval as eval_pkg
@@ -136,16 +151,14 @@ def connect(cli_address: str | None = None, spec_address: str | None = None, num
             import training
 
             runtime_env["py_modules"] = [pipelines, curation, training, eval_pkg]
-        if faults.runtime_env_vars():  # the reliability suite's kill points (empty in normal runs)
-            runtime_env["env_vars"] = faults.runtime_env_vars()
-        _init(address=address, runtime_env=runtime_env or None, logging_level=logging.WARNING, log_to_driver=True)
+        _init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=True)
         started = False
     else:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         # address="local": always a fresh embedded Ray. Without it ray.init() attaches to any
         # cluster already running on this machine (`ray start`, another user's job).
         _init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-              runtime_env={"env_vars": faults.runtime_env_vars()} if faults.runtime_env_vars() else None,
+              runtime_env=_runtime_env(),
               object_store_memory=object_store_mb * (1 << 20) if object_store_mb else None,
               log_to_driver=True, configure_logging=True)
         started = True
