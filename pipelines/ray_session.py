@@ -89,11 +89,15 @@ class _DropNoise(logging.Filter):
 
 
 def quiet_worker_logs() -> None:
-    """Run in every Ray worker process as it starts (``worker_process_setup_hook``). Ray Train V2's
-    placement-group cleaner asks the state API whether the controller lives, once a second; without
-    ``ray[default]`` (no dashboard, no state API) each failed ask logs a warning, ~90 lines in a
-    ``make demo``, none of them actionable. Its own errors still show."""
+    """Run in every Ray worker process as it starts (``worker_process_setup_hook``), so what workers
+    log reaches the console as quietly as the driver's own lines. Ray Train V2's placement-group
+    cleaner asks the state API whether the controller lives, once a second; without ``ray[default]``
+    (no dashboard, no state API) each failed ask logs a warning, ~90 lines in a ``make demo``, none of
+    them actionable: only its errors show. Ray Data's per-dataset INFO lines in a training worker
+    ("execution finished", which dataset may log) and the driver's usual noise are dropped too."""
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    _configure_ray_data()  # imports ray.data (which sets up its loggers), then quiets them as in the driver
+    _install_noise_filter()
 
 
 def _runtime_env(**extra: Any) -> dict[str, Any]:

@@ -78,12 +78,17 @@ def resumed(shards, ray_address, tmp_path_factory) -> dict:
     assert latest[0] < MAX_STEPS, "killed after the last step: nothing left to resume"
     rows_before = _rows(out)
     result = run_gristmill(*_args(shards, out), address=ray_address, timeout=400)
-    return {"out": out, "killed_at": latest[0], "rows_before": rows_before, "stderr": result.stderr}
+    return {"out": out, "killed_at": latest[0], "rows_before": rows_before, "stderr": result.stderr,
+            "console": result.stdout + result.stderr}
 
 
 def test_two_workers_train_and_loss_decreases(resumed):
     run = resumed["out"]
     rows = _rows(run)
+    # The workers' lines reach the console, without Ray's per-process notes (the workers' setup hook).
+    assert f"step {MAX_STEPS}/{MAX_STEPS}" in resumed["console"]
+    for noise in ("Progress bars disabled", "Failed to query Ray Train Controller actor state"):
+        assert noise not in resumed["console"]
     assert [int(r["step"]) for r in rows] == list(range(1, MAX_STEPS + 1))
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-3:]) / 3 < losses[0] - 0.5, losses
