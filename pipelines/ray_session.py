@@ -100,8 +100,8 @@ def quiet_worker_logs() -> None:
     _install_noise_filter()
 
 
-def _runtime_env(**extra: Any) -> dict[str, Any]:
-    env: dict[str, Any] = {"worker_process_setup_hook": "pipelines.ray_session.quiet_worker_logs", **extra}
+def _runtime_env() -> dict[str, Any]:
+    env: dict[str, Any] = {"worker_process_setup_hook": "pipelines.ray_session.quiet_worker_logs"}
     if faults.runtime_env_vars():  # the reliability suite's kill points (empty in normal runs)
         env["env_vars"] = faults.runtime_env_vars()
     return env
